@@ -1,0 +1,54 @@
+"""Plain dataclass configs that are stored in projects and shown in forms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+SOURCE_KINDS = ("demo", "folder", "gguf", "hub")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+QUANTIZATIONS = ("auto", "nf4", "int8", "none")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What base model to load and how; saved in the project so it reopens the same way."""
+
+    kind: str = "demo"
+    """Where the weights come from: the bundled demo model, a Hugging Face folder, a GGUF file,
+    or a hub id that is already in the local Hugging Face cache."""
+    location: str = ""
+    """Folder or file path, or the hub id ("org/name"); unused for the demo model."""
+    device: str = "auto"
+    """auto picks CUDA, else Apple MPS, else the CPU."""
+    quantization: str = "auto"
+    """auto means 4-bit NF4 on CUDA and full precision elsewhere; nf4 and int8 use bitsandbytes."""
+    dtype: str = "auto"
+    """Compute dtype: auto is bfloat16 on CUDA and MPS, float32 on the CPU."""
+    allow_pickle: bool = False
+    """Allow .bin/.pt weights, which can run arbitrary code when unpickled. Off by default."""
+    trust_remote_code: bool = False
+    """Run modelling code shipped with the model. Off unless the user turns it on."""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("kind", SOURCE_KINDS), ("device", DEVICES),
+                              ("quantization", QUANTIZATIONS), ("dtype", DTYPES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"model {name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.kind != "demo" and not self.location.strip():
+            raise ValueError(f"a {self.kind} model source needs a location")
+
+    @property
+    def display_name(self) -> str:
+        if self.kind == "demo":
+            return "SmolLM2-135M-Instruct (demo)"
+        return self.location.rstrip("/").split("/")[-1] if self.kind != "hub" else self.location
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,198 @@
+"""Load a base model once and describe what was loaded.
+
+`ModelSession.load(spec, should_stop)` is a generator (DESIGN.md principle 2): it yields
+Progress items and, once the weights are in place, swaps the new model in and yields a last
+Progress whose data is the ModelInfo as a dict. Cancelling between stages drops the half-loaded
+model and frees its memory; the previously loaded model stays usable until then.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.config import ModelSpec
+from workbench.errors import Cancelled, ModelLoadError
+from workbench.models.sources import ResolvedSource, resolve
+from workbench.progress import Progress
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model page shows about the loaded model: plain data only."""
+
+    name: str
+    architecture: str
+    parameters: int
+    memory_bytes: int
+    device: str
+    quantization: str
+    dtype: str
+    has_chat_template: bool
+    context_length: int | None
+    vocab_size: int
+    load_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(preference: str) -> str:
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if preference == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if preference == "cuda" and not cuda:
+        raise ModelLoadError("CUDA was chosen, but torch sees no CUDA GPU. Choose 'auto' or 'cpu'.")
+    if preference == "mps" and not mps:
+        raise ModelLoadError("Apple MPS was chosen, but it is not available here. Choose 'auto' or 'cpu'.")
+    return preference
+
+
+def pick_quantization(preference: str, device: str) -> str:
+    if preference == "auto":
+        return "nf4" if device == "cuda" else "none"
+    if preference != "none" and device == "mps":
+        raise ModelLoadError("4-bit and 8-bit quantization need CUDA (or the CPU); choose 'none' on MPS.")
+    return preference
+
+
+def pick_dtype(preference: str, device: str):
+    import torch
+
+    if preference != "auto":
+        return getattr(torch, preference)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device == "mps" else torch.float32
+
+
+def quantization_config(quantization: str, dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def describe(model, tokenizer, spec: ModelSpec, device: str, quantization: str, seconds: float) -> ModelInfo:
+    config = model.config
+    architectures = getattr(config, "architectures", None) or [type(model).__name__]
+    return ModelInfo(
+        name=spec.display_name,
+        architecture=architectures[0],
+        parameters=int(model.num_parameters()),
+        memory_bytes=int(model.get_memory_footprint()),
+        device=device,
+        quantization=quantization,
+        dtype=str(model.dtype).removeprefix("torch."),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        context_length=getattr(config, "max_position_embeddings", None),
+        vocab_size=len(tokenizer),
+        load_seconds=round(seconds, 2),
+    )
+
+
+def _explain(error: Exception, folder) -> ModelLoadError:
+    """One clear sentence for the failures users actually meet, keeping the library's reason."""
+    import torch
+
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        return ModelLoadError("Out of memory while loading the model. Choose 4-bit quantization, a "
+                              "smaller model, or free memory used by other programs.")
+    if isinstance(error, ImportError):
+        return ModelLoadError(f"A library this model needs is missing: {reason}")
+    return ModelLoadError(f"Could not load the model from {folder}: {reason}")
+
+
+class ModelSession:
+    """Owns the one loaded base model and its tokenizer; pages read `info`, workers use `model`."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.spec: ModelSpec | None = None
+        self.info: ModelInfo | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self, spec: ModelSpec, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        started = time.monotonic()
+
+        def check_stop() -> None:
+            if should_stop():
+                raise Cancelled("Model loading was cancelled.")
+
+        yield Progress("Checking the model source...", 0.02)
+        device = pick_device(spec.device)
+        quantization = pick_quantization(spec.quantization, device)
+        dtype = pick_dtype(spec.dtype, device)
+        source = None
+        for item in resolve(spec, should_stop):
+            if isinstance(item, ResolvedSource):
+                source = item
+            else:
+                yield item
+        check_stop()
+
+        yield Progress("Loading the tokenizer...", 0.3)
+        model = tokenizer = None
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                source.folder, trust_remote_code=spec.trust_remote_code, local_files_only=True)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            check_stop()
+            yield Progress(f"Loading the weights ({quantization}, {str(dtype).removeprefix('torch.')}) "
+                           f"onto {device}...", 0.4)
+            quant = quantization_config(quantization, dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                source.folder,
+                dtype=dtype,
+                quantization_config=quant,
+                device_map={"": device} if quant is not None else None,
+                use_safetensors=not source.uses_pickle,
+                trust_remote_code=spec.trust_remote_code,
+                local_files_only=True,
+            )
+            if quant is None and device != "cpu":
+                model.to(device)
+            model.eval()
+            check_stop()
+        except Cancelled:
+            del model, tokenizer
+            free_memory()
+            raise
+        except Exception as error:  # noqa: BLE001 - turned into a message the user can act on
+            del model, tokenizer
+            free_memory()
+            raise _explain(error, source.folder) from error
+        info = describe(model, tokenizer, spec, device, quantization, time.monotonic() - started)
+        self.unload()
+        self.model, self.tokenizer, self.spec, self.info = model, tokenizer, spec, info
+        yield Progress(f"Loaded {info.name} in {info.load_seconds:.1f} s.", 1.0, {"info": info.to_dict()})
+
+    def unload(self) -> None:
+        self.model = self.tokenizer = self.spec = self.info = None
+        free_memory()
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

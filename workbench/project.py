@@ -1,0 +1,337 @@
+"""The project file: one SQLite database plus an artifacts folder beside it.
+
+Every change is committed when it is made (autocommit, WAL journal, synchronous=FULL), so a
+killed app loses nothing that was shown as saved. A file is checked before anything is written
+to it: a file that is not a project, is damaged, or comes from a newer version of the app is
+refused with a message and left exactly as it was. Files from other people are untrusted:
+they are opened with SQLite's defensive settings and never allowed to carry triggers or views.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from workbench.config import ModelSpec
+from workbench.errors import ProjectError
+
+SUFFIX = ".rlhf"
+APPLICATION_ID = 0x524C4846  # "RLHF", stored in the SQLite header to recognise our files
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Each entry brings a file from the previous version to this one, inside one transaction.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE sft_examples (
+            id INTEGER PRIMARY KEY,
+            messages TEXT NOT NULL,          -- JSON list of {role, content}
+            source TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL)""",
+        """CREATE TABLE prompts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE responses (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            generator TEXT NOT NULL,         -- JSON: base or adapter, sampling settings, seed
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE rankings (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            ranking TEXT NOT NULL,           -- JSON: ordered groups of response ids (ties share a group)
+            all_bad INTEGER NOT NULL DEFAULT 0,
+            seconds_spent REAL,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,              -- sft, rm, ppo
+            status TEXT NOT NULL,            -- running, paused, finished, stopped, failed
+            config TEXT NOT NULL,            -- JSON
+            artifact TEXT,
+            message TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL)""",
+        """CREATE TABLE metrics (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (run_id, key, step)) WITHOUT ROWID""",
+    ],
+    2: [
+        # Prompts get tags; runs get a log and a list of their checkpoints.
+        "ALTER TABLE prompts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+        """CREATE TABLE run_logs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            level TEXT NOT NULL,
+            message TEXT NOT NULL)""",
+        """CREATE TABLE checkpoints (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (run_id, step))""",
+        "CREATE INDEX responses_by_prompt ON responses(prompt_id)",
+        "CREATE INDEX rankings_by_prompt ON rankings(prompt_id)",
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+COUNTED_TABLES = ("sft_examples", "prompts", "responses", "rankings", "runs")
+
+
+def artifacts_dir_for(path: Path) -> Path:
+    return path.with_name(path.stem + ".artifacts")
+
+
+def read_header(path: Path) -> tuple[int, int]:
+    """(application_id, schema version) from the file's first 100 bytes, without opening it in SQLite."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except FileNotFoundError:
+        raise ProjectError(f"{path} does not exist.") from None
+    except OSError as error:
+        raise ProjectError(f"{path} cannot be read: {error.strerror}.") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise ProjectError(f"{path.name} is not a workbench project (it is not an SQLite file).")
+    return int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+
+
+def _harden(conn: sqlite3.Connection) -> None:
+    """SQLite's settings for untrusted files: no functions from views/triggers, checked cells."""
+    if hasattr(conn, "setconfig"):  # Python 3.12+
+        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)
+    conn.execute("PRAGMA trusted_schema = OFF")
+    conn.execute("PRAGMA cell_size_check = ON")
+
+
+def _check_existing(path: Path) -> int:
+    """Refuse anything but an intact project this app can read; return its schema version."""
+    app_id, version = read_header(path)
+    if app_id != APPLICATION_ID:
+        raise ProjectError(f"{path.name} is an SQLite database but not a workbench project.")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise ProjectError(f"{path.name} cannot be opened: {error}.") from None
+    try:
+        _harden(conn)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # the WAL may be newer than the header
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                f"{path.name} was saved by a newer version of RLHF Workbench (project format "
+                f"{version}; this version reads up to {SCHEMA_VERSION}). Update the app to open it.")
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise ProjectError(f"{path.name} is damaged ({'; '.join(problems)}). It was left unchanged; "
+                               "restore it from a backup.")
+        code = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall()
+        if code:
+            raise ProjectError(f"{path.name} contains triggers or views, which workbench projects never "
+                               "have; it was not opened.")
+    except sqlite3.DatabaseError as error:
+        raise ProjectError(f"{path.name} is damaged ({error}). It was left unchanged; restore it "
+                           "from a backup.") from None
+    finally:
+        conn.close()
+    return version
+
+
+class Project:
+    """An open project. Methods commit before they return; the connection is shared by threads."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.artifacts_dir = artifacts_dir_for(path)
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # ---- opening and creating -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path | str, name: str | None = None) -> "Project":
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            path = path.with_name(path.name + SUFFIX)
+        if path.exists():
+            raise ProjectError(f"{path} already exists; choose another name or open it.")
+        if not path.parent.is_dir():
+            raise ProjectError(f"the folder {path.parent} does not exist.")
+        project = cls._connect(path)
+        project._migrate(from_version=0)
+        project.set_meta("name", name or path.stem)
+        project.set_meta("created_at", time.time())
+        project.artifacts_dir.mkdir(exist_ok=True)
+        return project
+
+    @classmethod
+    def open(cls, path: Path | str) -> "Project":
+        path = Path(path)
+        version = _check_existing(path)
+        project = cls._connect(path)
+        if version < SCHEMA_VERSION:
+            project._backup_before_migration(version)
+            project._migrate(from_version=version)
+        project.artifacts_dir.mkdir(exist_ok=True)
+        return project
+
+    @classmethod
+    def _connect(cls, path: Path) -> "Project":
+        try:
+            # isolation_level=None: each statement commits on its own unless we open a transaction.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+            _harden(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as error:
+            raise ProjectError(f"{path.name} cannot be opened for writing: {error}.") from None
+        return cls(path, conn)
+
+    def _migrate(self, from_version: int) -> None:
+        with self._lock:
+            for version in range(from_version + 1, SCHEMA_VERSION + 1):
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in MIGRATIONS[version]:
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    self._conn.execute(f"PRAGMA user_version = {version}")
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+    def _backup_before_migration(self, version: int) -> None:
+        backup = self.path.with_name(f"{self.path.name}.format{version}.bak")
+        if not backup.exists():
+            self._copy_database_to(backup)
+
+    def _copy_database_to(self, target: Path) -> None:
+        with self._lock:
+            dest = sqlite3.connect(target)
+            try:
+                self._conn.backup(dest)
+            finally:
+                dest.close()
+
+    def save_as(self, target: Path | str) -> "Project":
+        """Copy the database and artifacts to `target` and return it opened; this one stays open."""
+        target = Path(target)
+        if target.suffix != SUFFIX:
+            target = target.with_name(target.name + SUFFIX)
+        if target.resolve() == self.path.resolve():
+            return self
+        tmp = target.with_name(f".{target.name}.saving")
+        tmp.unlink(missing_ok=True)
+        try:
+            self._copy_database_to(tmp)
+        except (sqlite3.Error, OSError) as error:
+            tmp.unlink(missing_ok=True)
+            raise ProjectError(f"could not save to {target}: {error}.") from None
+        for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+            stale.unlink(missing_ok=True)
+        tmp.replace(target)
+        target_artifacts = artifacts_dir_for(target)
+        if self.artifacts_dir.is_dir():
+            shutil.copytree(self.artifacts_dir, target_artifacts, dirs_exist_ok=True)
+        copy = Project.open(target)
+        copy.set_meta("name", target.stem)
+        return copy
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # a checkpoint is housekeeping; the data is already committed
+            self._conn.close()
+
+    # ---- small key/value settings ---------------------------------------------------------
+
+    def get_meta(self, key: str, default=None):
+        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(row[0][0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self._write("INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    @property
+    def name(self) -> str:
+        return self.get_meta("name", self.path.stem)
+
+    @property
+    def schema_version(self) -> int:
+        return self._query("PRAGMA user_version")[0][0]
+
+    @property
+    def base_model(self) -> ModelSpec | None:
+        data = self.get_meta("base_model")
+        if not data:
+            return None
+        try:
+            return ModelSpec.from_dict(data)
+        except (TypeError, ValueError):
+            return None  # a hand-edited or foreign entry: behave as if none was chosen
+
+    def set_base_model(self, spec: ModelSpec) -> None:
+        self.set_meta("base_model", spec.to_dict())
+
+    # ---- records (the data pages of later issues build on these tables) -------------------
+
+    def add_sft_example(self, messages: list[dict], source: str = "") -> int:
+        now = time.time()
+        return self._write("INSERT INTO sft_examples(messages, source, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?)", (json.dumps(messages), source, now, now))
+
+    def add_prompt(self, text: str, tags: list[str] = ()) -> int:
+        return self._write("INSERT INTO prompts(text, tags, created_at) VALUES (?, ?, ?)",
+                           (text, json.dumps(list(tags)), time.time()))
+
+    def counts(self) -> dict[str, int]:
+        return {table: self._query(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES}
+
+    def runs(self) -> list[dict]:
+        rows = self._query(
+            "SELECT id, kind, status, created_at, updated_at, artifact, message, "
+            "(SELECT MAX(step) FROM metrics WHERE run_id = runs.id) FROM runs ORDER BY id")
+        keys = ("id", "kind", "status", "created_at", "updated_at", "artifact", "message", "last_step")
+        return [dict(zip(keys, row)) for row in rows]
+
+    def summary(self) -> dict:
+        """Everything `workbench info` prints: plain JSON-ready data."""
+        spec = self.base_model
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "format_version": self.schema_version,
+            "base_model": spec.to_dict() if spec else None,
+            "counts": self.counts(),
+            "runs": self.runs(),
+        }
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: tuple = ()) -> int:
+        with self._lock:
+            try:
+                cursor = self._conn.execute(sql, params)
+            except sqlite3.Error as error:
+                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+            return cursor.lastrowid
