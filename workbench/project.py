@@ -152,7 +152,7 @@ class Project:
     """An open project. Methods commit before they return; the connection is shared by threads."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection):
-        self.path = path
+        self.path = path.resolve()
         self.artifacts_dir = artifacts_dir_for(path)
         self._conn = conn
         self._lock = threading.RLock()

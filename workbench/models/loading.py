@@ -128,6 +128,10 @@ class ModelSession:
         return self.model is not None
 
     def load(self, spec: ModelSpec, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        yield Progress("Preparing libraries...", 0.01)
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # the first import costs seconds
+
+        # Timed from here: load_seconds is the model's own load (plus any one-time conversion).
         started = time.monotonic()
 
         def check_stop() -> None:
@@ -149,8 +153,6 @@ class ModelSession:
         yield Progress("Loading the tokenizer...", 0.3)
         model = tokenizer = None
         try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(
                 source.folder, trust_remote_code=spec.trust_remote_code, local_files_only=True)
             if tokenizer.pad_token is None:

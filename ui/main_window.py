@@ -1,0 +1,140 @@
+"""The main window composes the pages, the menus and the status bar; it holds no logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QWidget,
+)
+
+from workbench import app_settings
+from workbench.errors import WorkbenchError
+from workbench.project import SUFFIX
+from ui.pages.model_page import ModelPage
+from ui.pages.project_page import ProjectPage
+from ui.session import WorkbenchSession
+
+FILE_FILTER = f"Workbench projects (*{SUFFIX})"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, session: WorkbenchSession):
+        super().__init__()
+        self.session = session
+        self.setWindowTitle("RLHF Workbench")
+        self.resize(1280, 820)
+
+        self.project_page = ProjectPage(session)
+        self.model_page = ModelPage(session)
+        self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page}
+        self.nav = QListWidget()
+        self.nav.setObjectName("navigation")
+        self.nav.setFixedWidth(170)
+        self.stack = QStackedWidget()
+        for name, page in self.pages.items():
+            self.nav.addItem(name)
+            self.stack.addWidget(page)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.setCurrentRow(0)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self._build_menus()
+        self.project_label, self.model_label, self.device_label = QLabel(), QLabel(), QLabel()
+        for label in (self.project_label, self.model_label, self.device_label):
+            self.statusBar().addPermanentWidget(label)
+
+        self.project_page.open_requested.connect(self.open_project)
+        session.project_changed.connect(self._update_status)
+        session.project_changed.connect(self._rebuild_recent_menu)
+        session.model_changed.connect(self._update_status)
+        session.model_loading.connect(lambda progress: self.statusBar().showMessage(progress.message, 4000))
+        self._update_status()
+        self._rebuild_recent_menu()
+
+    def show_page(self, name: str) -> None:
+        self.nav.setCurrentRow(list(self.pages).index(name))
+
+    # ---- menus ----------------------------------------------------------------------------
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        self.new_action = self._action(menu, "&New project…", QKeySequence.StandardKey.New, self.new_project)
+        self.open_action = self._action(menu, "&Open project…", QKeySequence.StandardKey.Open, self.open_project)
+        self.recent_menu = menu.addMenu("Open &recent")
+        self.save_as_action = self._action(menu, "Save project &as…", QKeySequence.StandardKey.SaveAs,
+                                           self.save_project_as)
+        menu.addSeparator()
+        self._action(menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        view = self.menuBar().addMenu("&Go")
+        for index, name in enumerate(self.pages):
+            self._action(view, name, QKeySequence(f"Ctrl+{index + 1}"), lambda _=False, n=name: self.show_page(n))
+
+    def _action(self, menu, text, shortcut, slot) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(shortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    @Slot()
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = app_settings.recent_projects()
+        for path in recent:
+            action = self.recent_menu.addAction(f"{path.stem}  —  {path.parent}")
+            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # ---- project actions: ask for a path, call the session, report a refusal --------------
+
+    @Slot()
+    def new_project(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "New project", str(Path.home()), FILE_FILTER)
+        if path:
+            self._attempt(self.session.new_project, path)
+
+    @Slot()
+    def open_project(self, path: Path | str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open project", str(Path.home()), FILE_FILTER)
+        if path:
+            self._attempt(self.session.open_project, path)
+
+    @Slot()
+    def save_project_as(self) -> None:
+        if self.session.project is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", str(self.session.project.path), FILE_FILTER)
+        if path:
+            self._attempt(self.session.save_project_as, path)
+
+    def _attempt(self, action, path) -> bool:
+        try:
+            action(path)
+        except WorkbenchError as error:
+            QMessageBox.warning(self, "RLHF Workbench", str(error))
+            return False
+        return True
+
+    # ---- status bar -----------------------------------------------------------------------
+
+    @Slot()
+    def _update_status(self) -> None:
+        project, info = self.session.project, self.session.models.info
+        self.project_label.setText(f"Project: {project.name}" if project else "No project")
+        self.model_label.setText(f"Model: {info.name}" if info else "No model loaded")
+        self.device_label.setText(f"Device: {info.device} · {info.quantization}" if info else "")
+        self.setWindowTitle(f"{project.name} — RLHF Workbench" if project else "RLHF Workbench")
+        self.save_as_action.setEnabled(project is not None)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.session.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,114 @@
+"""The Try-it box: a prompt in, a streamed chat reply out, with sampling settings."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Slot
+from PySide6.QtGui import QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (
+    QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+    QPushButton, QSpinBox, QVBoxLayout,
+)
+
+from workbench.models.generation import SamplingSettings, stream_chat
+from workbench.progress import TextChunk
+from ui.session import WorkbenchSession
+
+
+class TryItBox(QGroupBox):
+    def __init__(self, session: WorkbenchSession):
+        super().__init__("Try it")
+        self.session = session
+        self.task = None
+
+        self.system = QLineEdit()
+        self.system.setPlaceholderText("Optional system prompt")
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Type a prompt and press Ctrl+Enter")
+        self.prompt.setMaximumHeight(110)
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7)
+        self.temperature.setToolTip("0 = greedy decoding")
+        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.9)
+        self.max_tokens = QSpinBox(minimum=1, maximum=4096, value=200)
+        self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1, value=-1)
+        self.seed.setSpecialValueText("random")
+        self.send = QPushButton("Send")
+        self.send.setToolTip("Ctrl+Enter")
+        self.stop = QPushButton("Stop")
+        self.reply = QPlainTextEdit()
+        self.reply.setReadOnly(True)
+        self.reply.setPlaceholderText("The reply streams here.")
+        self.status = QLabel("")
+
+        settings = QHBoxLayout()
+        for label, widget in (("Temperature", self.temperature), ("Top-p", self.top_p),
+                              ("Max tokens", self.max_tokens), ("Seed", self.seed)):
+            form = QFormLayout()
+            form.addRow(label, widget)
+            settings.addLayout(form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.send)
+        buttons.addWidget(self.stop)
+        buttons.addWidget(self.status, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.system)
+        layout.addWidget(self.prompt)
+        layout.addLayout(settings)
+        layout.addLayout(buttons)
+        layout.addWidget(self.reply, 1)
+
+        self.send.clicked.connect(self.generate)
+        self.stop.clicked.connect(self._stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, activated=self.generate)
+        session.model_changed.connect(self._update_enabled)
+        self._update_enabled()
+
+    def settings(self) -> SamplingSettings:
+        seed = self.seed.value()
+        return SamplingSettings(temperature=self.temperature.value(), top_p=self.top_p.value(),
+                                max_new_tokens=self.max_tokens.value(), seed=None if seed < 0 else seed)
+
+    def messages(self) -> list[dict]:
+        messages = [{"role": "system", "content": self.system.text().strip()}] if self.system.text().strip() else []
+        return [*messages, {"role": "user", "content": self.prompt.toPlainText().strip()}]
+
+    @Slot()
+    def generate(self) -> None:
+        if self.generating or not self.session.models.loaded or not self.prompt.toPlainText().strip():
+            return
+        models, messages, settings = self.session.models, self.messages(), self.settings()
+        self.reply.clear()
+        self.status.setText("Generating…")
+        self.task = self.session.run_task(
+            lambda should_stop: stream_chat(models.model, models.tokenizer, messages, settings, should_stop),
+            on_item=self._append, on_error=self._failed, on_finished=self._finished)
+        self._update_enabled()
+
+    @property
+    def generating(self) -> bool:
+        return self.task is not None and self.task.running
+
+    @Slot()
+    def _stop(self) -> None:
+        if self.generating:
+            self.task.stop()
+
+    def _append(self, chunk: TextChunk) -> None:
+        cursor = self.reply.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(chunk.text)
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+
+    def _finished(self, outcome: str) -> None:
+        if outcome != "failed":
+            self.status.setText({"done": "Done.", "cancelled": "Stopped."}[outcome])
+        self._update_enabled()
+
+    @Slot()
+    def _update_enabled(self) -> None:
+        ready = self.session.models.loaded and not self.session.loading
+        self.send.setEnabled(ready and not self.generating)
+        self.stop.setEnabled(self.generating)
+        if not self.session.models.loaded:
+            self.status.setText("Load a model to try it.")

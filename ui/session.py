@@ -1,0 +1,101 @@
+"""The GUI's state: the open project and the loaded model, announced to pages by signals.
+
+Pages take a WorkbenchSession in their constructor and subscribe to it (as napari's views do
+to their models); no page talks to another. All real work is in the core.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from workbench import app_settings
+from workbench.config import ModelSpec
+from workbench.models.loading import ModelSession
+from workbench.progress import Progress
+from workbench.project import Project
+from ui.workers import BackgroundTask
+
+
+class WorkbenchSession(QObject):
+    project_changed = Signal()
+    model_loading = Signal(object)  # Progress
+    model_changed = Signal()  # loaded, unloaded, or a load ended (models.info tells which)
+    model_failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None, remember_projects: bool = True):
+        super().__init__(parent)
+        self.remember_projects = remember_projects  # off for screenshots: leave the recent list alone
+        self.project: Project | None = None
+        self.models = ModelSession()
+        self.load_task: BackgroundTask | None = None
+        self.tasks: list[BackgroundTask] = []  # every running task, so closing can stop them all
+
+    # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
+
+    def open_project(self, path: Path | str) -> None:
+        self._switch_to(Project.open(path))
+
+    def new_project(self, path: Path | str) -> None:
+        self._switch_to(Project.create(path))
+
+    def save_project_as(self, path: Path | str) -> None:
+        if self.project is not None:
+            self._switch_to(self.project.save_as(path))
+
+    def _switch_to(self, project: Project) -> None:
+        if self.project is not None and self.project is not project:
+            self.project.close()
+        self.project = project
+        if self.remember_projects:
+            app_settings.remember_project(project.path)
+        self.project_changed.emit()
+
+    # ---- the model ---------------------------------------------------------------------
+
+    @property
+    def loading(self) -> bool:
+        return self.load_task is not None and self.load_task.running
+
+    def load_model(self, spec: ModelSpec) -> None:
+        """Load in the background; on success the spec is recorded in the project."""
+        if self.loading:
+            self.load_task.stop()
+        self.load_task = self.run_task(
+            lambda should_stop: self.models.load(spec, should_stop),
+            on_item=self.model_loading.emit,
+            on_error=self.model_failed.emit,
+            on_finished=lambda outcome: self._load_finished(spec, outcome),
+        )
+
+    def cancel_model_load(self) -> None:
+        if self.loading:
+            self.load_task.stop()
+
+    def _load_finished(self, spec: ModelSpec, outcome: str) -> None:
+        if outcome == "done" and self.project is not None:
+            self.project.set_base_model(spec)
+        if outcome == "cancelled":
+            self.model_loading.emit(Progress("Loading cancelled.", 0.0))
+        self.model_changed.emit()
+
+    # ---- background work ---------------------------------------------------------------
+
+    def run_task(self, factory, on_item=None, on_error=None, on_finished=None) -> BackgroundTask:
+        def finished(outcome: str) -> None:
+            self.tasks.remove(task)
+            if on_finished is not None:
+                on_finished(outcome)
+
+        task = BackgroundTask(self, factory, on_item, on_error, finished)
+        self.tasks.append(task)
+        return task.start()
+
+    def shutdown(self) -> None:
+        """Stop every task and close the project (on window close)."""
+        for task in list(self.tasks):
+            task.wait()
+        if self.project is not None:
+            self.project.close()
+            self.project = None

@@ -1,0 +1,120 @@
+"""Run any core generator in a background thread and deliver its items to the GUI thread.
+
+One worker object, moved to a QThread (never a QThread subclass, never terminate()): it pulls
+items from the generator, batches those that arrive within `interval_s` into one signal (so a
+token stream is not a signal per token), and stops cooperatively when asked. `BackgroundTask`
+lives in the GUI thread, so its callbacks always run there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from workbench.errors import Cancelled, WorkbenchError
+
+log = logging.getLogger("workbench.ui")
+GeneratorFactory = Callable[[Callable[[], bool]], Iterator]
+
+
+class GeneratorWorker(QObject):
+    items = Signal(list)
+    failed = Signal(str)
+    finished = Signal(str)  # "done", "cancelled" or "failed"
+
+    def __init__(self, factory: GeneratorFactory, interval_s: float = 0.05):
+        super().__init__()
+        self._factory = factory
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    @Slot()
+    def run(self) -> None:
+        pending, last_emit, outcome = [], time.monotonic(), "done"
+        try:
+            for item in self._factory(self.should_stop):
+                pending.append(item)
+                if time.monotonic() - last_emit >= self._interval_s:
+                    self.items.emit(pending)
+                    pending, last_emit = [], time.monotonic()
+                if self._stop.is_set():
+                    outcome = "cancelled"
+                    break
+        except Cancelled:
+            outcome = "cancelled"
+        except WorkbenchError as error:
+            outcome = "failed"
+            self.failed.emit(str(error))
+        except Exception as error:  # noqa: BLE001 - shown to the user and logged, never swallowed
+            outcome = "failed"
+            log.exception("background task failed")
+            self.failed.emit(f"Unexpected error: {type(error).__name__}: {error} (details in the log)")
+        if pending:
+            self.items.emit(pending)
+        self.finished.emit(outcome)
+
+
+class BackgroundTask(QObject):
+    """Handle on one running generator: stop() asks it to end; callbacks run in the GUI thread."""
+
+    def __init__(self, parent: QObject, factory: GeneratorFactory,
+                 on_item: Callable[[object], None] | None = None,
+                 on_error: Callable[[str], None] | None = None,
+                 on_finished: Callable[[str], None] | None = None):
+        super().__init__(parent)
+        self._on_item, self._on_error, self._on_finished = on_item, on_error, on_finished
+        self.outcome: str | None = None
+        self._thread = QThread()
+        self._worker = GeneratorWorker(factory)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.items.connect(self._deliver)
+        self._worker.failed.connect(self._fail)
+        # Direct: quit the thread's event loop from the worker thread itself, so wait() never
+        # depends on the GUI thread being free to process a queued call.
+        self._worker.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
+        self._worker.finished.connect(self._finish)
+
+    def start(self) -> "BackgroundTask":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._worker.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
+
+    def wait(self, timeout_ms: int = 10_000) -> bool:
+        """Stop and block until the thread is gone (used when the app closes)."""
+        self.stop()
+        return self._thread.wait(timeout_ms)
+
+    @Slot(list)
+    def _deliver(self, items: list) -> None:
+        if self._on_item is not None:
+            for item in items:
+                self._on_item(item)
+
+    @Slot(str)
+    def _fail(self, message: str) -> None:
+        if self._on_error is not None:
+            self._on_error(message)
+
+    @Slot(str)
+    def _finish(self, outcome: str) -> None:
+        self.outcome = outcome
+        self._thread.wait()
+        if self._on_finished is not None:
+            self._on_finished(outcome)
