@@ -40,7 +40,7 @@ class GeneratorWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        pending, last_emit, outcome = [], time.monotonic(), "done"
+        pending, last_emit, outcome, failure = [], time.monotonic(), "done", None
         try:
             for item in self._factory(self.should_stop):
                 pending.append(item)
@@ -53,14 +53,14 @@ class GeneratorWorker(QObject):
         except Cancelled:
             outcome = "cancelled"
         except WorkbenchError as error:
-            outcome = "failed"
-            self.failed.emit(str(error))
+            outcome, failure = "failed", str(error)
         except Exception as error:  # noqa: BLE001 - shown to the user and logged, never swallowed
-            outcome = "failed"
             log.exception("background task failed")
-            self.failed.emit(f"Unexpected error: {type(error).__name__}: {error} (details in the log)")
-        if pending:
+            outcome, failure = "failed", f"Unexpected error: {type(error).__name__}: {error} (details in the log)"
+        if pending:  # items first, so a late progress message never hides the failure
             self.items.emit(pending)
+        if failure is not None:
+            self.failed.emit(failure)
         self.finished.emit(outcome)
 
 

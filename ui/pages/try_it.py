@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Slot
-from PySide6.QtGui import QKeySequence, QShortcut, QTextCursor
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
     QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
     QPushButton, QSpinBox, QVBoxLayout,
@@ -14,6 +14,19 @@ from workbench.progress import TextChunk
 from ui.session import WorkbenchSession
 
 
+class PromptEdit(QPlainTextEdit):
+    """A prompt field that sends on Ctrl+Enter (a QShortcut never sees it: the editor eats Return)."""
+
+    submitted = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)
+
+
 class TryItBox(QGroupBox):
     def __init__(self, session: WorkbenchSession):
         super().__init__("Try it")
@@ -22,7 +35,7 @@ class TryItBox(QGroupBox):
 
         self.system = QLineEdit()
         self.system.setPlaceholderText("Optional system prompt")
-        self.prompt = QPlainTextEdit()
+        self.prompt = PromptEdit()
         self.prompt.setPlaceholderText("Type a prompt and press Ctrl+Enter")
         self.prompt.setMaximumHeight(110)
         self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7)
@@ -58,7 +71,7 @@ class TryItBox(QGroupBox):
 
         self.send.clicked.connect(self.generate)
         self.stop.clicked.connect(self._stop)
-        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, activated=self.generate)
+        self.prompt.submitted.connect(self.generate)
         session.model_changed.connect(self._update_enabled)
         self._update_enabled()
 
@@ -112,3 +125,5 @@ class TryItBox(QGroupBox):
         self.stop.setEnabled(self.generating)
         if not self.session.models.loaded:
             self.status.setText("Load a model to try it.")
+        elif not self.generating and self.status.text() == "Load a model to try it.":
+            self.status.setText("Ready: Ctrl+Enter sends.")

@@ -1,0 +1,83 @@
+import logging
+import threading
+
+from PySide6.QtWidgets import QWidget
+
+from workbench.errors import WorkbenchError
+from ui.error_reporting import ErrorReporter
+from ui.workers import BackgroundTask
+
+
+def run(qtbot, factory):
+    items, errors, outcome = [], [], []
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    task = BackgroundTask(parent, factory, items.append, errors.append, outcome.append).start()
+    qtbot.waitUntil(lambda: bool(outcome), timeout=10_000)
+    return items, errors, outcome[0], task
+
+
+def test_items_arrive_in_order_in_the_gui_thread(qtbot):
+    def numbers(should_stop):
+        yield from range(2000)
+
+    items, errors, outcome, _ = run(qtbot, numbers)
+    assert items == list(range(2000)) and errors == [] and outcome == "done"
+
+
+def test_stop_is_cooperative(qtbot):
+    def forever(should_stop):
+        i = 0
+        while not should_stop():
+            i += 1
+            yield i
+
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    outcome = []
+    task = BackgroundTask(parent, forever, on_finished=outcome.append).start()
+    qtbot.wait(50)
+    task.stop()
+    qtbot.waitUntil(lambda: outcome == ["done"] or outcome == ["cancelled"], timeout=5000)
+    assert not task.running
+
+
+def test_errors_reach_the_page_as_messages(qtbot, caplog):
+    def refuses(should_stop):
+        yield 1
+        raise WorkbenchError("That folder has no config.json.")
+
+    items, errors, outcome, _ = run(qtbot, refuses)
+    assert items == [1] and errors == ["That folder has no config.json."] and outcome == "failed"
+
+    def crashes(should_stop):
+        raise ZeroDivisionError("boom")
+        yield
+
+    with caplog.at_level(logging.ERROR, logger="workbench"):
+        _, errors, outcome, _ = run(qtbot, crashes)
+    assert outcome == "failed" and "ZeroDivisionError: boom" in errors[0]
+    assert "Traceback" in caplog.text  # logged with its traceback, not swallowed
+
+
+def test_uncaught_exceptions_from_any_thread_are_shown_and_logged(qtbot, caplog):
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    reporter = ErrorReporter(parent)
+
+    def fail_in_a_thread():
+        try:
+            raise RuntimeError("worker exploded")
+        except RuntimeError as error:
+            reporter.handle(type(error), error, error.__traceback__)
+
+    with caplog.at_level(logging.ERROR, logger="workbench"):
+        thread = threading.Thread(target=fail_in_a_thread)
+        thread.start()
+        thread.join()
+        qtbot.waitUntil(lambda: reporter.dialog is not None and reporter.dialog.isVisible(), timeout=5000)
+    assert "RuntimeError: worker exploded" in reporter.dialog.text()
+    assert "still running" in reporter.dialog.text()
+    assert "worker exploded" in caplog.text
+    reporter.handle(ValueError, ValueError("second"), None)
+    qtbot.waitUntil(lambda: "2 errors so far" in reporter.dialog.text(), timeout=5000)
