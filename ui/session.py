@@ -6,6 +6,7 @@ to their models); no page talks to another. All real work is in the core.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -16,6 +17,8 @@ from workbench.models.loading import ModelSession
 from workbench.progress import Progress
 from workbench.project import Project
 from ui.workers import BackgroundTask
+
+log = logging.getLogger("workbench.session")
 
 
 class WorkbenchSession(QObject):
@@ -48,6 +51,7 @@ class WorkbenchSession(QObject):
         if self.project is not None and self.project is not project:
             self.project.close()
         self.project = project
+        log.info("opened project %s", project.path)
         if self.remember_projects:
             app_settings.remember_project(project.path)
         self.project_changed.emit()
@@ -74,6 +78,8 @@ class WorkbenchSession(QObject):
             self.load_task.stop()
 
     def _load_finished(self, spec: ModelSpec, outcome: str) -> None:
+        info = self.models.info
+        log.info("model load %s: %s", outcome, info.to_dict() if outcome == "done" and info else spec)
         if outcome == "done" and self.project is not None:
             self.project.set_base_model(spec)
         if outcome == "cancelled":

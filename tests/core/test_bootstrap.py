@@ -13,14 +13,15 @@ def test_no_gpu_means_the_cpu_build(monkeypatch):
     calls = []
     monkeypatch.setattr(bootstrap, "pip", lambda *args: calls.append(args) or 0)
     bootstrap.install_torch(cuda=False)
-    assert calls == [("install", "--no-index", "torch==2.13.0+cpu")]
+    assert calls == [("install", "--no-index", "--no-deps", "torch==2.13.0+cpu"), ("install", "torch==2.13.0+cpu")]
 
 
 def test_cpu_build_falls_back_to_the_cpu_index_never_plain_pypi(monkeypatch):
     calls = []
     monkeypatch.setattr(bootstrap, "pip", lambda *args: calls.append(args) or (1 if "--no-index" in args else 0))
     bootstrap.install_torch(cuda=False)
-    assert calls[-1] == ("install", "torch==2.13.0", "--index-url", bootstrap.CPU_TORCH_INDEX)
+    assert calls[-1] == ("install", "torch==2.13.0", "--index-url", bootstrap.CPU_TORCH_INDEX,
+                         "--extra-index-url", bootstrap.PYPI)
 
 
 def test_every_pinned_dependency_is_locked():

@@ -64,3 +64,25 @@ def test_project_model_is_restored_in_the_form(window, tiny_project, tiny_model_
     spec = window.model_page.spec()
     assert spec.kind == "folder" and spec.location == str(tiny_model_dir)
     assert window.model_page.browse.isEnabled() and window.model_page.location.isEnabled()
+
+
+def test_cancel_during_a_gguf_conversion_through_the_page(window, tmp_path, monkeypatch, qtbot):
+    from workbench.errors import ModelLoadError
+    from workbench.models.sources import demo_gguf_path
+
+    try:
+        gguf = demo_gguf_path()
+    except ModelLoadError:
+        import pytest
+        pytest.skip("demo model package not installed")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))  # force a fresh conversion
+    page = window.model_page
+    page.source.setCurrentIndex(page.source.findData("gguf"))
+    page.location.setText(str(gguf))
+    qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.status.text().startswith("Converting"), timeout=30_000)
+    assert page.cancel_button.isEnabled() and page.progress.maximum() == 0  # busy indicator
+    qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.status.text() == "Loading cancelled.", timeout=10_000)
+    assert not window.session.models.loaded and page.load_button.isEnabled()
+    assert list((tmp_path / "cache" / "models").iterdir()) == []
