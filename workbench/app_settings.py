@@ -52,12 +52,3 @@ def last_project() -> Path | None:
         return Path(value)
     return None
 
-
-def get(key: str, default=None):
-    return _load().get(key, default)
-
-
-def put(key: str, value) -> None:
-    data = _load()
-    data[key] = value
-    _save(data)

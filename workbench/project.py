@@ -90,6 +90,11 @@ SCHEMA_VERSION = max(MIGRATIONS)
 COUNTED_TABLES = ("sft_examples", "prompts", "responses", "rankings", "runs")
 
 
+def with_project_suffix(path: Path | str) -> Path:
+    path = Path(path)
+    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+
+
 def artifacts_dir_for(path: Path) -> Path:
     return path.with_name(path.stem + ".artifacts")
 
@@ -161,9 +166,7 @@ class Project:
 
     @classmethod
     def create(cls, path: Path | str, name: str | None = None) -> "Project":
-        path = Path(path)
-        if path.suffix != SUFFIX:
-            path = path.with_name(path.name + SUFFIX)
+        path = with_project_suffix(path)
         if path.exists():
             raise ProjectError(f"{path} already exists; choose another name or open it.")
         if not path.parent.is_dir():
@@ -228,9 +231,7 @@ class Project:
 
     def save_as(self, target: Path | str) -> "Project":
         """Copy the database and artifacts to `target` and return it opened; this one stays open."""
-        target = Path(target)
-        if target.suffix != SUFFIX:
-            target = target.with_name(target.name + SUFFIX)
+        target = with_project_suffix(target)
         if target.resolve() == self.path.resolve():
             return self
         tmp = target.with_name(f".{target.name}.saving")
