@@ -111,6 +111,8 @@ class BackgroundTask(QObject):
     def _fail(self, message: str) -> None:
         if self._on_error is not None:
             self._on_error(message)
+        else:  # a caller that shows no errors still never loses one
+            log.error("background task failed: %s", message)
 
     @Slot(str)
     def _finish(self, outcome: str) -> None:
