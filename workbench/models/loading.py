@@ -8,7 +8,6 @@ model and frees its memory; the previously loaded model stays usable until then.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -193,8 +192,10 @@ class ModelSession:
 
 
 def free_memory() -> None:
+    # Dropping the references frees the weights; no gc.collect() here, because this runs in a
+    # worker thread, and a full collection there can destroy Qt objects off the GUI thread (a
+    # segfault seen in the UI tests).
     import torch
 
-    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
