@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QMessageBox
+from pyqtgraph.util.garbage_collector import GarbageCollector
 
 import workbench.models  # noqa: F401 - offline settings before anything imports transformers
 from workbench import app_settings
@@ -19,9 +20,17 @@ from ui.session import WorkbenchSession
 STYLESHEET = REPO_ROOT / "resources" / "style.qss"
 
 
+def collect_garbage_in_gui_thread(app: QApplication) -> None:
+    """Python's cycle collector may otherwise run in a worker thread and finalise Qt objects
+    there, which crashes Qt; pyqtgraph's collector disables it and collects on a GUI timer."""
+    if not hasattr(app, "_workbench_gc"):
+        app._workbench_gc = GarbageCollector(interval=1.0)
+
+
 def application() -> QApplication:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("RLHF Workbench")
+    collect_garbage_in_gui_thread(app)
     if STYLESHEET.is_file():
         app.setStyleSheet(STYLESHEET.read_text(encoding="utf-8"))
     return app
