@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from workbench.config import ModelSpec
+from workbench.data.sft_store import SftStore
 from workbench.errors import ProjectError
 from workbench.paths import DEMO_PROJECT_SEED
 from workbench.project import SUFFIX, Project
@@ -28,8 +29,7 @@ def ensure_demo_project(seed: Path = DEMO_PROJECT_SEED) -> Path:
     try:
         project.set_meta("description", data.get("description", ""))
         project.set_base_model(ModelSpec.from_dict(data.get("base_model", {})))
-        for messages in data.get("sft_examples", []):
-            project.add_sft_example(messages, source="demo seed")
+        SftStore(project).add_many(data.get("sft_examples", []), source="demo seed")
         for prompt in data.get("prompts", []):
             project.add_prompt(prompt["text"], prompt.get("tags", []))
     finally:

@@ -9,11 +9,14 @@ they are opened with SQLite's defensive settings and never allowed to carry trig
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.config import ModelSpec
@@ -23,8 +26,27 @@ SUFFIX = ".rlhf"
 APPLICATION_ID = 0x524C4846  # "RLHF", stored in the SQLite header to recognise our files
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
+
+
+def messages_digest(messages_json: str) -> str:
+    """Identity of an SFT example's content, for finding exact duplicates with an index."""
+    return hashlib.sha1(messages_json.encode("utf-8")).hexdigest()
+
+
+def _backfill_sft_columns(conn: sqlite3.Connection) -> None:
+    """Format 3: the digest is computed in Python (SQLite has no hash); the rest in SQL.
+
+    Messages are rewritten in the store's canonical JSON first, so equal examples written by
+    any version get equal digests."""
+    rows = conn.execute("SELECT id, messages FROM sft_examples").fetchall()
+    canonical = [(json.dumps(json.loads(text), ensure_ascii=False), row_id) for row_id, text in rows]
+    conn.executemany("UPDATE sft_examples SET messages = ?, digest = ? WHERE id = ?",
+                     [(text, messages_digest(text), row_id) for text, row_id in canonical])
+
+
 # Each entry brings a file from the previous version to this one, inside one transaction.
-MIGRATIONS: dict[int, list[str]] = {
+# An entry is SQL, or a function of the connection for what SQL cannot compute.
+MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE sft_examples (
@@ -84,6 +106,26 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (run_id, step))""",
         "CREATE INDEX responses_by_prompt ON responses(prompt_id)",
         "CREATE INDEX rankings_by_prompt ON rankings(prompt_id)",
+    ],
+    3: [
+        # SFT examples get the columns the data table shows, sorts and searches without parsing
+        # JSON for 100,000 rows: first user message, last assistant message, turns, a digest.
+        "ALTER TABLE sft_examples ADD COLUMN prompt TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE sft_examples ADD COLUMN response TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE sft_examples ADD COLUMN turns INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sft_examples ADD COLUMN has_empty INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sft_examples ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
+        """UPDATE sft_examples SET
+            prompt = coalesce((SELECT json_extract(value, '$.content') FROM json_each(messages)
+                               WHERE json_extract(value, '$.role') = 'user' ORDER BY key LIMIT 1), ''),
+            response = coalesce((SELECT json_extract(value, '$.content') FROM json_each(messages)
+                                 WHERE json_extract(value, '$.role') = 'assistant' ORDER BY key DESC LIMIT 1), ''),
+            turns = json_array_length(messages),
+            has_empty = EXISTS (SELECT 1 FROM json_each(messages)
+                                WHERE trim(coalesce(json_extract(value, '$.content'), '')) = '')""",
+        _backfill_sft_columns,
+        "CREATE INDEX sft_by_digest ON sft_examples(digest)",
+        "CREATE INDEX metrics_by_run ON metrics(run_id, step)",
     ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -208,7 +250,10 @@ class Project:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in MIGRATIONS[version]:
-                        self._conn.execute(statement)
+                        if callable(statement):
+                            statement(self._conn)
+                        else:
+                            self._conn.execute(statement)
                     self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     self._conn.execute(f"PRAGMA user_version = {version}")
                     self._conn.execute("COMMIT")
@@ -262,11 +307,11 @@ class Project:
     # ---- small key/value settings ---------------------------------------------------------
 
     def get_meta(self, key: str, default=None):
-        row = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        row = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(row[0][0]) if row else default
 
     def set_meta(self, key: str, value) -> None:
-        self._write("INSERT INTO meta(key, value) VALUES (?, ?) "
+        self.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
 
     @property
@@ -275,7 +320,7 @@ class Project:
 
     @property
     def schema_version(self) -> int:
-        return self._query("PRAGMA user_version")[0][0]
+        return self.query("PRAGMA user_version")[0][0]
 
     @property
     def base_model(self) -> ModelSpec | None:
@@ -290,22 +335,17 @@ class Project:
     def set_base_model(self, spec: ModelSpec) -> None:
         self.set_meta("base_model", spec.to_dict())
 
-    # ---- records (the data pages of later issues build on these tables) -------------------
-
-    def add_sft_example(self, messages: list[dict], source: str = "") -> int:
-        now = time.time()
-        return self._write("INSERT INTO sft_examples(messages, source, created_at, updated_at) "
-                           "VALUES (?, ?, ?, ?)", (json.dumps(messages), source, now, now))
+    # ---- records (SFT examples live in workbench.data.sft_store; runs in workbench.train.runs)
 
     def add_prompt(self, text: str, tags: list[str] = ()) -> int:
-        return self._write("INSERT INTO prompts(text, tags, created_at) VALUES (?, ?, ?)",
+        return self.execute("INSERT INTO prompts(text, tags, created_at) VALUES (?, ?, ?)",
                            (text, json.dumps(list(tags)), time.time()))
 
     def counts(self) -> dict[str, int]:
-        return {table: self._query(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES}
+        return {table: self.query(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES}
 
     def runs(self) -> list[dict]:
-        rows = self._query(
+        rows = self.query(
             "SELECT id, kind, status, created_at, updated_at, artifact, message, "
             "(SELECT MAX(step) FROM metrics WHERE run_id = runs.id) FROM runs ORDER BY id")
         keys = ("id", "kind", "status", "created_at", "updated_at", "artifact", "message", "last_step")
@@ -323,16 +363,37 @@ class Project:
             "runs": self.runs(),
         }
 
-    # ---- plumbing -------------------------------------------------------------------------
+    # ---- plumbing for the stores (workbench.data, workbench.train) ------------------------
 
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def _write(self, sql: str, params: tuple = ()) -> int:
+    def execute(self, sql: str, params: tuple | dict = ()) -> int:
+        """Run one write; it is committed when this returns (unless inside `transaction()`)."""
         with self._lock:
             try:
                 cursor = self._conn.execute(sql, params)
             except sqlite3.Error as error:
                 raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
             return cursor.lastrowid
+
+    def execute_many(self, sql: str, rows) -> None:
+        with self._lock:
+            try:
+                self._conn.executemany(sql, rows)
+            except sqlite3.Error as error:
+                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes so they land together or not at all (an import, a multi-row delete)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+

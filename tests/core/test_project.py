@@ -13,6 +13,7 @@ from workbench.config import ModelSpec
 from workbench.demo_project import ensure_demo_project
 from workbench.errors import ProjectError
 from workbench.paths import DEMO_PROJECT_SEED
+from workbench.data.sft_store import SftStore, derived_columns
 from workbench.project import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Project, artifacts_dir_for
 
 
@@ -25,7 +26,7 @@ def test_round_trip_keeps_everything(tmp_path):
     project = Project.create(tmp_path / "p", name="Support bot")
     assert project.path.name == "p.rlhf" and project.artifacts_dir.is_dir()
     project.set_base_model(spec)
-    project.add_sft_example([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    SftStore(project).add([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
     project.add_prompt("Where is my parcel?", ["shipping"])
     project.close()
 
@@ -53,6 +54,10 @@ def make_format1_file(path: Path) -> None:
     for statement in MIGRATIONS[1]:
         conn.execute(statement)
     conn.execute("INSERT INTO prompts(text, created_at) VALUES ('old prompt', 0)")
+    chat = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Where is it?"},
+            {"role": "assistant", "content": "Let me check."}, {"role": "user", "content": "  "},
+            {"role": "assistant", "content": "It ships today."}]
+    conn.execute("INSERT INTO sft_examples(messages, created_at, updated_at) VALUES (?, 0, 0)", (json.dumps(chat),))
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
@@ -63,9 +68,13 @@ def test_migration_from_format_1_keeps_data_and_a_backup(tmp_path):
     path = tmp_path / "old.rlhf"
     make_format1_file(path)
     project = Project.open(path)
-    assert project.schema_version == SCHEMA_VERSION == 2
-    rows = project._query("SELECT text, tags FROM prompts")
+    assert project.schema_version == SCHEMA_VERSION == 3
+    rows = project.query("SELECT text, tags FROM prompts")
     assert rows == [("old prompt", "[]")]
+    # Format 3 fills the SFT table's derived columns exactly as the store computes them.
+    [row] = SftStore(project).rows([1]).values()
+    assert (row.prompt, row.response, row.turns, row.has_empty) == ("Where is it?", "It ships today.", 5, True)
+    assert row.digest == derived_columns(SftStore(project).messages(1))["digest"]
     project.add_prompt("new", ["tagged"])  # the new column works
     project.close()
     backup = tmp_path / "old.rlhf.format1.bak"
@@ -140,7 +149,8 @@ def test_killing_the_process_mid_write_loses_nothing_committed(tmp_path):
     Project.create(path).close()
     writer = textwrap.dedent(f"""
         import sys
-        from workbench.project import Project
+        from workbench.data.sft_store import SftStore, derived_columns
+from workbench.project import Project
         project = Project.open({str(path)!r})
         i = 0
         while True:
@@ -157,10 +167,10 @@ def test_killing_the_process_mid_write_loses_nothing_committed(tmp_path):
     child.kill()  # SIGKILL: no cleanup, no checkpoint, possibly mid-transaction
     child.wait()
     project = Project.open(path)
-    assert project._query("PRAGMA integrity_check") == [("ok",)]
+    assert project.query("PRAGMA integrity_check") == [("ok",)]
     saved = project.counts()["prompts"]
     assert saved >= confirmed  # every write reported as done is there
-    texts = [row[0] for row in project._query("SELECT text FROM prompts ORDER BY id")]
+    texts = [row[0] for row in project.query("SELECT text FROM prompts ORDER BY id")]
     assert all(t.startswith(f"prompt {i} ") for i, t in enumerate(texts))
     project.close()
 
