@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -40,16 +39,32 @@ class GeneratorWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        pending, last_emit, outcome, failure = [], time.monotonic(), "done", None
+        """Pull every item; a helper thread delivers what has arrived every `interval_s`, so
+        items are batched (a token stream is not a signal per token) yet none waits long when
+        the generator then blocks (a training step). After stop() the generator is still
+        drained: it sees should_stop(), saves what it must and ends, all in this thread."""
+        pending: list = []
+        lock, done = threading.Lock(), threading.Event()
+
+        def deliver() -> None:
+            with lock:
+                batch = pending[:]
+                pending.clear()
+            if batch:
+                self.items.emit(batch)
+
+        def deliver_periodically() -> None:
+            while not done.wait(self._interval_s):
+                deliver()
+
+        courier = threading.Thread(target=deliver_periodically, name="deliver-items", daemon=True)
+        courier.start()
+        outcome, failure = "done", None
+        items = self._factory(self.should_stop)
         try:
-            for item in self._factory(self.should_stop):
-                pending.append(item)
-                if time.monotonic() - last_emit >= self._interval_s:
-                    self.items.emit(pending)
-                    pending, last_emit = [], time.monotonic()
-                if self._stop.is_set():
-                    outcome = "cancelled"
-                    break
+            for item in items:
+                with lock:
+                    pending.append(item)
         except Cancelled:
             outcome = "cancelled"
         except WorkbenchError as error:
@@ -57,8 +72,15 @@ class GeneratorWorker(QObject):
         except Exception as error:  # noqa: BLE001 - shown to the user and logged, never swallowed
             log.exception("background task failed")
             outcome, failure = "failed", f"Unexpected error: {type(error).__name__}: {error} (details in the log)"
-        if pending:  # items first, so a late progress message never hides the failure
-            self.items.emit(pending)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # run the generator's cleanup here, never in a later garbage collection
+            done.set()
+            courier.join()
+        if outcome == "done" and self._stop.is_set():
+            outcome = "cancelled"
+        deliver()  # items first, so a late progress message never hides the failure
         if failure is not None:
             self.failed.emit(failure)
         self.finished.emit(outcome)

@@ -8,9 +8,12 @@ model and frees its memory; the previously loaded model stays usable until then.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
@@ -114,19 +117,31 @@ def _explain(error: Exception, folder) -> ModelLoadError:
 
 
 class ModelSession:
-    """Owns the one loaded base model and its tokenizer; pages read `info`, workers use `model`."""
+    """Owns the one loaded base model, its tokenizer, and the LoRA adapters on it.
+
+    One copy of the base serves every adapter (DESIGN.md principle 4): the first adapter wraps
+    the base in a peft model, later ones are added to that wrapper by name. Work that runs the
+    model (training, generation) holds it with `using(...)`, so two jobs never change the active
+    adapter under each other.
+    """
 
     def __init__(self) -> None:
         self.model: Any = None
         self.tokenizer: Any = None
         self.spec: ModelSpec | None = None
         self.info: ModelInfo | None = None
+        self.peft: Any = None  # the PeftModel around `model` once an adapter exists
+        self.adapters: dict[str, Path | None] = {}  # name -> folder it was loaded from (None: in training)
+        self._busy = threading.Lock()
+        self.busy_with: str | None = None
 
     @property
     def loaded(self) -> bool:
         return self.model is not None
 
     def load(self, spec: ModelSpec, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Progress]:
+        if self.busy_with is not None:
+            raise ModelLoadError(f"The model is busy ({self.busy_with}); stop that before loading another.")
         yield Progress("Preparing libraries...", 0.01)
         from transformers import AutoModelForCausalLM, AutoTokenizer  # the first import costs seconds
 
@@ -187,8 +202,80 @@ class ModelSession:
         yield Progress(f"Loaded {info.name} in {info.load_seconds:.1f} s.", 1.0, {"info": info.to_dict()})
 
     def unload(self) -> None:
-        self.model = self.tokenizer = self.spec = self.info = None
+        if self.busy_with is not None:
+            raise ModelLoadError(f"The model is busy ({self.busy_with}); stop that first.")
+        self.model = self.tokenizer = self.spec = self.info = self.peft = None
+        self.adapters = {}
         free_memory()
+
+    # ---- adapters ----------------------------------------------------------------------
+
+    @contextmanager
+    def hold(self, purpose: str) -> Iterator[None]:
+        """Claim the model for one job; a second job is refused with a message, not queued."""
+        if self.model is None:
+            raise ModelLoadError("No model is loaded. Load one on the Model page first.")
+        if not self._busy.acquire(blocking=False):
+            raise ModelLoadError(f"The model is busy ({self.busy_with}). Wait for it, or stop it first.")
+        self.busy_with = purpose
+        try:
+            yield
+        finally:
+            self.busy_with = None
+            self._busy.release()
+
+    @contextmanager
+    def using(self, adapter: str | None, purpose: str) -> Iterator[Any]:
+        """Hold the model for `purpose` with `adapter` active (None: the plain base)."""
+        with self.hold(purpose):
+            if adapter is None:
+                if self.peft is None:
+                    yield self.model
+                else:
+                    with self.peft.disable_adapter():
+                        yield self.peft
+            else:
+                if adapter not in self.adapters:
+                    raise ModelLoadError(f"The adapter {adapter} is not loaded.")
+                self.peft.set_adapter(adapter)
+                yield self.peft
+
+    def add_adapter(self, name: str, lora_config) -> None:
+        """A new trainable LoRA adapter on the shared base."""
+        from peft import get_peft_model
+
+        if self.peft is None:
+            self.peft = get_peft_model(self.model, lora_config, adapter_name=name)
+        else:
+            self.peft.add_adapter(name, lora_config)
+        self.adapters[name] = None
+
+    def load_adapter(self, name: str, folder: Path) -> None:
+        """A saved adapter (e.g. a finished SFT run), loaded once and kept for later use."""
+        from peft import PeftModel
+
+        if name in self.adapters:
+            return
+        if not (Path(folder) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{folder} is not a LoRA adapter folder (no adapter_config.json).")
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            else:
+                self.peft.load_adapter(str(folder), adapter_name=name)
+        except Exception as error:  # noqa: BLE001 - a mismatched adapter gets a message, not a crash
+            raise ModelLoadError(f"Could not load the adapter in {folder}: {error}") from error
+        self.adapters[name] = Path(folder)
+
+    def remove_adapter(self, name: str) -> None:
+        if name in self.adapters and self.peft is not None:
+            if len(self.adapters) == 1:
+                # peft cannot delete its last adapter; take the LoRA layers out of the base instead
+                self.model = self.peft.unload()
+                self.peft = None
+            else:
+                self.peft.delete_adapter(name)
+            del self.adapters[name]
 
 
 def free_memory() -> None:
