@@ -52,3 +52,37 @@ class ModelSpec:
     def from_dict(cls, data: dict) -> "ModelSpec":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def with_overrides(config, pairs: list[str]):
+    """A copy of a dataclass config with `key=value` strings applied, each converted to the
+    field's type (as the command line's --set gives them); unknown keys and bad values raise
+    ValueError naming the key."""
+    from dataclasses import replace
+
+    types = {f.name: f.type for f in fields(config)}
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--set needs key=value, not {pair!r}")
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(sorted(types))}")
+        changes[key] = _convert(key, text.strip(), str(types[key]))
+    return replace(config, **changes)
+
+
+def _convert(key: str, text: str, type_name: str):
+    try:
+        if type_name.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes", "on")
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{key} must be a {type_name.split()[0]}, not {text!r}") from None
+    return text

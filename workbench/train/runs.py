@@ -1,0 +1,239 @@
+"""Training runs as records in the project: status, config, metrics, logs, checkpoints.
+
+Shared by SFT, reward-model and PPO training. A trainer is a generator of `StepLog`s that
+records everything through a `RunRecord` as it goes, so the GUI and the command line leave the
+same trace, and a run killed at any moment can be listed, plotted and resumed afterwards.
+
+Checkpoints are folders written under a temporary name and renamed into place once complete,
+so a kill mid-write never damages the last good checkpoint: a half-written one is simply not
+there (its `.partial` folder is removed the next time the run saves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+from workbench.project import Project
+
+STATUSES = ("running", "paused", "finished", "stopped", "failed")
+ACTIVE = ("running", "paused")
+COMPLETE_MARKER = "COMPLETE"
+
+
+class TrainingError(WorkbenchError):
+    """A run cannot go on (out of memory, a non-finite loss, no usable data); says what to change."""
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """One report from a running trainer: plain numbers and strings for the GUI and the CLI."""
+
+    run_id: int
+    step: int
+    total_steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    status: str = "running"
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+
+
+class RunControl:
+    """The user's stop and pause requests, read by a trainer between steps (any thread)."""
+
+    def __init__(self, should_stop: Callable[[], bool] = lambda: False):
+        self._external_stop = should_stop
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # wake a paused trainer so it can save and end
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def pause_requested(self) -> bool:
+        return not self._running.is_set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set() or self._external_stop()
+
+    def wait_while_paused(self) -> None:
+        while not self._running.wait(0.1):
+            if self.should_stop():
+                return
+
+
+class RunRecord:
+    """One row of the runs table and everything that hangs off it."""
+
+    def __init__(self, project: Project, run_id: int):
+        self.project = project
+        self.id = run_id
+
+    @classmethod
+    def create(cls, project: Project, kind: str, config: dict) -> "RunRecord":
+        now = time.time()
+        run_id = project.execute(
+            "INSERT INTO runs(kind, status, config, created_at, updated_at) VALUES (?, 'running', ?, ?, ?)",
+            (kind, json.dumps(config), now, now))
+        return cls(project, run_id)
+
+    @classmethod
+    def open(cls, project: Project, run_id: int) -> "RunRecord":
+        if not project.query("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+            raise WorkbenchError(f"there is no run {run_id} in {project.path.name}.")
+        return cls(project, run_id)
+
+    def _field(self, name: str):
+        return self.project.query(f"SELECT {name} FROM runs WHERE id = ?", (self.id,))[0][0]
+
+    @property
+    def kind(self) -> str:
+        return self._field("kind")
+
+    @property
+    def status(self) -> str:
+        return self._field("status")
+
+    @property
+    def message(self) -> str | None:
+        return self._field("message")
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self._field("config"))
+
+    @property
+    def artifact(self) -> Path | None:
+        value = self._field("artifact")
+        return self.project.artifacts_dir / value if value else None
+
+    @property
+    def folder(self) -> Path:
+        return self.project.artifacts_dir / "runs" / f"run-{self.id:04d}"
+
+    def set_status(self, status: str, message: str | None = None) -> None:
+        assert status in STATUSES, status
+        self.project.execute("UPDATE runs SET status = ?, message = ?, updated_at = ? WHERE id = ?",
+                             (status, message, time.time(), self.id))
+
+    def set_artifact(self, path: Path) -> None:
+        """Stored relative to the artifacts folder, so Save As copies keep working."""
+        relative = path.relative_to(self.project.artifacts_dir).as_posix()
+        self.project.execute("UPDATE runs SET artifact = ?, updated_at = ? WHERE id = ?",
+                             (relative, time.time(), self.id))
+
+    def set_config(self, config: dict) -> None:
+        self.project.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), self.id))
+
+    # ---- metrics and logs ------------------------------------------------------------------
+
+    def add_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.project.execute_many(
+            "INSERT OR REPLACE INTO metrics(run_id, key, step, value) VALUES (?, ?, ?, ?)",
+            [(self.id, key, step, float(value)) for key, value in metrics.items()])
+
+    def metrics(self) -> dict[str, tuple[list[int], list[float]]]:
+        series: dict[str, tuple[list[int], list[float]]] = {}
+        for key, step, value in self.project.query(
+                "SELECT key, step, value FROM metrics WHERE run_id = ? ORDER BY key, step", (self.id,)):
+            steps, values = series.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(value)
+        return series
+
+    def forget_metrics_after(self, step: int) -> None:
+        """On resume, steps after the checkpoint are trained again; drop their old values."""
+        self.project.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (self.id, step))
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.project.execute("INSERT INTO run_logs(run_id, at, level, message) VALUES (?, ?, ?, ?)",
+                             (self.id, time.time(), level, message))
+
+    def logs(self) -> list[tuple[float, str, str]]:
+        return self.project.query("SELECT at, level, message FROM run_logs WHERE run_id = ? ORDER BY id",
+                                  (self.id,))
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:
+        """Write a checkpoint folder with `write(folder)`, atomically, then prune older ones."""
+        root = self.folder / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("*.partial"):
+            shutil.rmtree(stale, ignore_errors=True)
+        final = root / f"step-{step:06d}"
+        partial = root / f"step-{step:06d}.partial"
+        partial.mkdir()
+        write(partial)
+        (partial / COMPLETE_MARKER).write_text(str(step))
+        _fsync_tree(partial)
+        if final.exists():  # the same step saved again (stop right after an interval save)
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        _fsync_dir(root)
+        self.project.execute(
+            "INSERT OR REPLACE INTO checkpoints(run_id, step, path, created_at) VALUES (?, ?, ?, ?)",
+            (self.id, step, final.relative_to(self.project.artifacts_dir).as_posix(), time.time()))
+        self._prune(keep)
+        return final
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints on disk, oldest first."""
+        rows = self.project.query("SELECT step, path FROM checkpoints WHERE run_id = ? ORDER BY step",
+                                  (self.id,))
+        found = [(step, self.project.artifacts_dir / path) for step, path in rows]
+        return [(step, path) for step, path in found if (path / COMPLETE_MARKER).is_file()]
+
+    def last_checkpoint(self) -> tuple[int, Path] | None:
+        complete = self.checkpoints()
+        return complete[-1] if complete else None
+
+    def _prune(self, keep: int) -> None:
+        for step, path in self.checkpoints()[:-keep] if keep > 0 else []:
+            shutil.rmtree(path, ignore_errors=True)
+            self.project.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", (self.id, step))
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "posix":  # directory entries are made durable by syncing the directory itself
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def mark_interrupted(project: Project) -> list[int]:
+    """Runs still marked running/paused when a project is opened were cut off by a crash or kill."""
+    ids = []
+    for (run_id,) in project.query("SELECT id FROM runs WHERE status IN ('running', 'paused')"):
+        record = RunRecord(project, run_id)
+        last = record.last_checkpoint()
+        where = f"the checkpoint at step {last[0]}" if last else "the start (no checkpoint was saved)"
+        record.set_status("stopped", f"Interrupted (the app closed or was killed). Resume continues from {where}.")
+        ids.append(run_id)
+    return ids
