@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.project import SUFFIX, Project
@@ -36,6 +37,92 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(path: str) -> Project:
+    return Project.open(path)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from workbench.data.sft_formats import read_sft_file
+    from workbench.data.sft_store import SftStore
+
+    result = read_sft_file(args.file)
+    if result.errors:
+        for error in result.errors[:10]:
+            print(f"  {error}", file=sys.stderr)
+        more = len(result.errors) - 10
+        if more > 0:
+            print(f"  ... and {more} more", file=sys.stderr)
+        if not args.valid_only:
+            raise WorkbenchError(f"{len(result.errors)} of {result.total_rows} rows in {Path(args.file).name} "
+                                 "are invalid; nothing was imported (add --valid-only to import the others).")
+    project = _open(args.project)
+    try:
+        SftStore(project).add_many(result.examples, source=Path(args.file).name)
+    finally:
+        project.close()
+    print(f"imported {len(result.examples)} SFT examples from {Path(args.file).name}"
+          + (f", skipped {len(result.errors)} invalid rows" if result.errors else ""))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.data.sft_formats import write_sft_file
+    from workbench.data.sft_store import SftStore
+
+    project = _open(args.project)
+    try:
+        examples = list(SftStore(project).all_messages())
+    finally:
+        project.close()
+    count = write_sft_file(examples, args.out, args.format)
+    print(f"exported {count} SFT examples to {args.out}")
+    return 0
+
+
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    import signal
+
+    from workbench.config import with_overrides
+    from workbench.models.loading import ModelSession
+    from workbench.train.runs import RunControl, mark_interrupted
+    from workbench.train.sft import SftConfig, train_sft
+
+    project = _open(args.project)
+    try:
+        try:
+            config = with_overrides(SftConfig(), [*args.set, *([f"max_steps={args.max_steps}"]
+                                                               if args.max_steps is not None else [])])
+        except ValueError as error:
+            raise WorkbenchError(str(error)) from None
+        spec = project.base_model
+        if spec is None:
+            raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
+        mark_interrupted(project)
+        models = ModelSession()
+        for progress in models.load(spec):
+            print(progress.message, file=sys.stderr)
+        control = RunControl()
+        # The first Ctrl+C asks the run to save a checkpoint and stop; a second one interrupts.
+        previous = signal.signal(signal.SIGINT, lambda *_: (control.stop(), signal.signal(signal.SIGINT, previous)))
+        try:
+            for log in train_sft(project, models, config, control, resume_run_id=args.resume):
+                print(format_step(log), flush=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    finally:
+        project.close()
+    return 0 if log.status == "finished" else 3
+
+
+def format_step(log) -> str:
+    if not log.metrics:
+        return f"run {log.run_id}: {log.message}"
+    shown = "  ".join(f"{key} {value:.4g}" for key, value in log.metrics.items()
+                      if key.startswith(("loss/", "train/lr")))
+    eta = f"  eta {log.eta_s:.0f}s" if log.eta_s is not None else ""
+    return f"run {log.run_id} step {log.step}/{log.total_steps}  {shown}{eta}"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = OneLineErrorParser(prog="workbench", description="RLHF Workbench: label, train and "
                                 "inspect models on one local GPU. With no command, opens the workbench.")
@@ -51,6 +138,39 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                                description="Print a JSON summary: base model, counts of each kind of record, runs.")
     info.add_argument("project", help="the project file")
     info.set_defaults(func=cmd_info)
+
+    imp = commands.add_parser("import", help="import data into a project",
+                              description="Import SFT examples from JSONL (TRL's messages, prompt/completion or "
+                              "text rows), CSV, Parquet or a datasets folder. Invalid rows are listed with "
+                              "their line or row number and nothing is imported unless --valid-only is given.")
+    imp.add_argument("project", help="the project file")
+    imp.add_argument("file", help="the file or datasets folder to read")
+    imp.add_argument("--kind", choices=["sft"], default="sft", help="what the file holds (default: sft)")
+    imp.add_argument("--valid-only", action="store_true", help="import the valid rows and skip the invalid ones")
+    imp.set_defaults(func=cmd_import)
+
+    exp = commands.add_parser("export", help="export data from a project",
+                              description="Export SFT examples; the container follows OUT's suffix: .jsonl, "
+                              ".csv, .parquet, or a folder (a datasets save_to_disk folder).")
+    exp.add_argument("project", help="the project file")
+    exp.add_argument("out", help="the file or folder to write")
+    exp.add_argument("--kind", choices=["sft"], default="sft", help="what to export (default: sft)")
+    exp.add_argument("--format", choices=["messages", "prompt-completion", "text"], default="messages",
+                     help="TRL's row format (default: messages)")
+    exp.set_defaults(func=cmd_export)
+
+    train = commands.add_parser("train", help="train headlessly (same code and run records as the GUI)",
+                                description="Train on the project's data with its base model.")
+    kinds = train.add_subparsers(dest="kind", metavar="KIND", parser_class=OneLineErrorParser, required=True)
+    sft = kinds.add_parser("sft", help="supervised fine-tuning of a LoRA adapter",
+                           description="Fine-tune a LoRA adapter on the project's SFT examples. Ctrl+C saves a "
+                           "checkpoint and stops; --resume RUN continues a stopped or interrupted run.")
+    sft.add_argument("project", help="the project file")
+    sft.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    sft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a training setting, e.g. --set learning_rate=1e-4 (repeatable)")
+    sft.add_argument("--resume", type=int, metavar="RUN", help="continue run RUN from its last checkpoint")
+    sft.set_defaults(func=cmd_train_sft)
     return parser, commands
 
 

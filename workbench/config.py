@@ -84,5 +84,7 @@ def _convert(key: str, text: str, type_name: str):
         if type_name.startswith("float"):
             return float(text)
     except ValueError:
-        raise ValueError(f"{key} must be a {type_name.split()[0]}, not {text!r}") from None
+        kind = ("true or false" if type_name.startswith("bool") else
+                "a whole number" if type_name.startswith("int") else "a number")
+        raise ValueError(f"{key} must be {kind}, not {text!r}") from None
     return text

@@ -37,7 +37,37 @@ def test_bad_input_is_one_line_and_non_zero(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["new"], ["info"], ["gui"], ["screenshots"]])
+@pytest.mark.parametrize("command", [[], ["new"], ["info"], ["gui"], ["screenshots"], ["import"], ["export"],
+                                     ["train"], ["train", "sft"]])
 def test_every_command_has_help(command):
     result = workbench(*command, "--help")
     assert result.returncode == 0 and "usage: workbench" in result.stdout
+
+
+def test_import_export_and_train_sft_headlessly(tiny_project, tmp_path):
+    good = tmp_path / "good.jsonl"
+    rows = [{"prompt": f"Where is order {i}?", "completion": "It ships today."} for i in range(6)]
+    good.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n{not json\n" + json.dumps({"messages": []}) + "\n")
+
+    refused = workbench("import", str(tiny_project), str(bad), "--kind", "sft")
+    assert refused.returncode == 1 and "line 2" in refused.stderr and "nothing was imported" in refused.stderr
+    assert workbench("import", str(tiny_project), str(good)).stdout.startswith("imported 6 SFT examples")
+    partial = workbench("import", str(tiny_project), str(bad), "--valid-only")
+    assert partial.returncode == 0 and "skipped 2 invalid rows" in partial.stdout
+
+    out = tmp_path / "out.parquet"
+    assert workbench("export", str(tiny_project), str(out), "--kind", "sft").returncode == 0
+    from workbench.data.sft_formats import read_sft_file
+    assert len(read_sft_file(out).examples) == 7
+
+    trained = workbench("train", "sft", str(tiny_project), "--max-steps", "3", "--set", "batch_size=2",
+                        "--set", "checkpoint_every=2")
+    assert trained.returncode == 0, trained.stderr
+    assert "step 3/3" in trained.stdout and "Finished" in trained.stdout
+    [run] = json.loads(workbench("info", str(tiny_project)).stdout)["runs"]
+    assert run["kind"] == "sft" and run["status"] == "finished" and run["last_step"] == 3
+
+    wrong = workbench("train", "sft", str(tiny_project), "--set", "lora_rank=many")
+    assert wrong.returncode == 1 and "lora_rank must be a whole number" in wrong.stderr

@@ -1,0 +1,1 @@
+"""Training: run records and checkpoints, SFT now, reward model and PPO next."""
