@@ -13,3 +13,15 @@ def human_bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {suffix}"
     return f"{n} bytes"
+
+
+def duration(seconds: float | None) -> str:
+    """1 h 02 min, 3 min 05 s, 12 s."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"

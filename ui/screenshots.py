@@ -42,7 +42,7 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True,
         for index, name in enumerate(window.pages, start=1):
             window.show_page(name)
             wait_until(lambda: True, 0)
-            path = outdir / f"{index:02d}-{name.lower()}.png"
+            path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}.png"
             if not window.grab().save(str(path)):
                 raise WorkbenchError(f"could not write {path}")
             written.append(path)

@@ -16,6 +16,7 @@ from workbench.config import ModelSpec
 from workbench.models.loading import ModelSession
 from workbench.progress import Progress
 from workbench.project import Project
+from workbench.train.runs import mark_interrupted
 from ui.workers import BackgroundTask
 
 log = logging.getLogger("workbench.session")
@@ -52,6 +53,9 @@ class WorkbenchSession(QObject):
             self.project.close()
         self.project = project
         log.info("opened project %s", project.path)
+        interrupted = mark_interrupted(project)  # runs cut off by a crash or kill of this app
+        if interrupted:
+            log.info("runs %s were interrupted; they can be resumed", interrupted)
         if self.remember_projects:
             app_settings.remember_project(project.path)
         self.project_changed.emit()

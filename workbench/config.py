@@ -88,3 +88,20 @@ def _convert(key: str, text: str, type_name: str):
                 "a whole number" if type_name.startswith("int") else "a number")
         raise ValueError(f"{key} must be {kind}, not {text!r}") from None
     return text
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (shown as tooltips in forms)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
+                and isinstance(following.value.value, str):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs

@@ -5,11 +5,13 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtWidgets import (
-    QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+    QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
     QPushButton, QSpinBox, QVBoxLayout,
 )
 
 from workbench.models.generation import SamplingSettings, stream_chat
+from workbench.train.runs import finished_adapters
+from workbench.train.sft import adapter_name
 from workbench.progress import TextChunk
 from ui.session import WorkbenchSession
 
@@ -33,6 +35,8 @@ class TryItBox(QGroupBox):
         self.session = session
         self.task = None
 
+        self.source = QComboBox()
+        self.source.setToolTip("Answer with the plain base model, or with the adapter a finished SFT run made.")
         self.system = QLineEdit()
         self.system.setPlaceholderText("Optional system prompt")
         self.prompt = PromptEdit()
@@ -62,7 +66,10 @@ class TryItBox(QGroupBox):
         buttons.addWidget(self.send)
         buttons.addWidget(self.stop)
         buttons.addWidget(self.status, 1)
+        source_row = QFormLayout()
+        source_row.addRow("Answer with", self.source)
         layout = QVBoxLayout(self)
+        layout.addLayout(source_row)
         layout.addWidget(self.system)
         layout.addWidget(self.prompt)
         layout.addLayout(settings)
@@ -73,7 +80,22 @@ class TryItBox(QGroupBox):
         self.stop.clicked.connect(self._stop)
         self.prompt.submitted.connect(self.generate)
         session.model_changed.connect(self._update_enabled)
+        session.model_changed.connect(self._list_sources)
+        session.project_changed.connect(self._list_sources)
+        self._list_sources()
         self._update_enabled()
+
+    @Slot()
+    def _list_sources(self) -> None:
+        """The base, then every finished SFT adapter of the project, newest first."""
+        chosen = self.source.currentText()
+        self.source.clear()
+        self.source.addItem("Base model", None)
+        project = self.session.project
+        for run_id, folder in finished_adapters(project) if project is not None else []:
+            self.source.addItem(f"SFT adapter of run {run_id}", (adapter_name(run_id), folder))
+        if self.source.findText(chosen) >= 0:
+            self.source.setCurrentText(chosen)
 
     def settings(self) -> SamplingSettings:
         seed = self.seed.value()
@@ -89,11 +111,16 @@ class TryItBox(QGroupBox):
         if self.generating or not self.session.models.loaded or not self.prompt.toPlainText().strip():
             return
         models, messages, settings = self.session.models, self.messages(), self.settings()
+        adapter, folder = self.source.currentData() or (None, None)
+
+        def reply(should_stop):
+            with models.using(adapter, "answering in Try it", folder) as model:
+                yield from stream_chat(model, models.tokenizer, messages, settings, should_stop)
+
         self.reply.clear()
         self.status.setText("Generating…")
-        self.task = self.session.run_task(
-            lambda should_stop: stream_chat(models.model, models.tokenizer, messages, settings, should_stop),
-            on_item=self._append, on_error=self._failed, on_finished=self._finished)
+        self.task = self.session.run_task(reply, on_item=self._append, on_error=self._failed,
+                                          on_finished=self._finished)
         self._update_enabled()
 
     @property

@@ -225,9 +225,12 @@ class ModelSession:
             self._busy.release()
 
     @contextmanager
-    def using(self, adapter: str | None, purpose: str) -> Iterator[Any]:
-        """Hold the model for `purpose` with `adapter` active (None: the plain base)."""
+    def using(self, adapter: str | None, purpose: str, folder: Path | None = None) -> Iterator[Any]:
+        """Hold the model for `purpose` with `adapter` active (None: the plain base); an adapter
+        not in memory yet is loaded from `folder` first."""
         with self.hold(purpose):
+            if adapter is not None and adapter not in self.adapters and folder is not None:
+                self.load_adapter(adapter, folder)
             if adapter is None:
                 if self.peft is None:
                     yield self.model

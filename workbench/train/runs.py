@@ -55,6 +55,10 @@ class RunControl:
         self._running = threading.Event()
         self._running.set()
 
+    def also_stop_when(self, should_stop: Callable[[], bool]) -> None:
+        """Add another stop source (the GUI worker's, known only once it starts)."""
+        self._external_stop = should_stop
+
     def stop(self) -> None:
         self._stop.set()
         self._running.set()  # wake a paused trainer so it can save and end
@@ -237,3 +241,26 @@ def mark_interrupted(project: Project) -> list[int]:
         record.set_status("stopped", f"Interrupted (the app closed or was killed). Resume continues from {where}.")
         ids.append(run_id)
     return ids
+
+
+def run_summaries(project: Project) -> list[dict]:
+    """Every run with the figures the Runs page lists: last step, last train and validation loss."""
+    summaries = project.runs()
+    for summary in summaries:
+        for key in ("loss/train", "loss/validation"):
+            row = project.query("SELECT value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step DESC LIMIT 1",
+                                (summary["id"], key))
+            summary[key] = row[0][0] if row else None
+        summary["resumable"] = summary["status"] in ("stopped", "failed")
+    return summaries
+
+
+def finished_adapters(project: Project, kind: str = "sft") -> list[tuple[int, Path]]:
+    """(run id, adapter folder) of finished runs whose adapter is still on disk, newest first."""
+    found = []
+    for summary in reversed(project.runs()):
+        if summary["kind"] == kind and summary["status"] == "finished" and summary["artifact"]:
+            folder = project.artifacts_dir / summary["artifact"]
+            if (folder / "adapter_config.json").is_file():
+                found.append((summary["id"], folder))
+    return found

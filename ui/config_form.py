@@ -1,0 +1,73 @@
+"""A form built from a config dataclass: one editor per field, its docstring as the tooltip.
+
+Used for SFT settings now and for the reward-model and PPO settings next, so a new field in a
+core config shows up in the GUI without touching this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget,
+)
+
+from workbench.config import field_docs
+
+
+class ConfigForm(QWidget):
+    def __init__(self, config_class, choices: dict[str, tuple[str, ...]] | None = None,
+                 labels: dict[str, str] | None = None):
+        super().__init__()
+        self.config_class = config_class
+        self.editors: dict[str, QWidget] = {}
+        docs, choices, labels = field_docs(config_class), choices or {}, labels or {}
+        layout = QFormLayout(self)
+        layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        for field in fields(config_class):
+            editor = self._editor(field.name, str(field.type), choices.get(field.name))
+            editor.setToolTip(docs.get(field.name, ""))
+            self.editors[field.name] = editor
+            layout.addRow(labels.get(field.name, field.name.replace("_", " ").capitalize()), editor)
+        self.set_value(config_class())
+
+    @staticmethod
+    def _editor(name: str, type_name: str, options: tuple[str, ...] | None) -> QWidget:
+        if options:
+            box = QComboBox()
+            box.addItems(list(options))
+            return box
+        if type_name.startswith("bool"):
+            return QCheckBox()
+        if type_name.startswith("int"):
+            return QSpinBox(minimum=0, maximum=1_000_000)
+        if type_name.startswith("float"):
+            # Learning rates need many decimals; the rest are fine with them too.
+            return QDoubleSpinBox(minimum=0.0, maximum=1e6, decimals=6, singleStep=0.05 if "rate" not in name else 1e-5)
+        return QLineEdit()
+
+    def value(self):
+        """The config the form shows; raises ValueError with the config's own message."""
+        values = {}
+        for name, editor in self.editors.items():
+            if isinstance(editor, QComboBox):
+                values[name] = editor.currentText()
+            elif isinstance(editor, QCheckBox):
+                values[name] = editor.isChecked()
+            elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                values[name] = editor.value()
+            else:
+                values[name] = editor.text()
+        return self.config_class(**values)
+
+    def set_value(self, config) -> None:
+        for name, editor in self.editors.items():
+            value = getattr(config, name)
+            if isinstance(editor, QComboBox):
+                editor.setCurrentText(str(value))
+            elif isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                editor.setValue(value)
+            else:
+                editor.setText(str(value))

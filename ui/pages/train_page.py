@@ -1,0 +1,189 @@
+"""The Train page: SFT settings, Start, and the live view of the running run.
+
+The live view (progress, pause/resume/stop, plots, log) follows the RunManager, so it shows
+whichever run is active, whoever started it (this page, or Resume on the Runs page).
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
+    QSplitter, QVBoxLayout, QWidget,
+)
+
+from workbench.data.sft_store import SftStore
+from workbench.train.runs import StepLog
+from workbench.train.sft import SCHEDULES, SftConfig
+from ui.config_form import ConfigForm
+from ui.formatting import duration
+from ui.plots import MetricsView
+from ui.run_manager import RunManager
+from ui.session import WorkbenchSession
+
+PROGRESS_KEYS = ("loss/train", "loss/validation", "train/lr")
+
+
+class RunMonitor(QWidget):
+    """Progress, controls, live plots and the log of the active run."""
+
+    def __init__(self, runs: RunManager):
+        super().__init__()
+        self.runs = runs
+        self.title = QLabel("No run yet. Choose settings and press Start.")
+        self.title.setObjectName("runTitle")
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.timing = QLabel("")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Save a checkpoint and stop; the run can be resumed from the Runs page.")
+        self.plots = MetricsView()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)  # a long run must not grow the widget without bound
+        self.log.setPlaceholderText("The run's log appears here.")
+
+        controls = QHBoxLayout()
+        controls.addWidget(self.progress, 1)
+        controls.addWidget(self.timing)
+        controls.addWidget(self.pause_button)
+        controls.addWidget(self.stop_button)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.plots)
+        splitter.addWidget(self.log)
+        splitter.setSizes([520, 140])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addLayout(controls)
+        layout.addWidget(splitter, 1)
+
+        self.pause_button.clicked.connect(self._toggle_pause)
+        self.stop_button.clicked.connect(runs.stop)
+        runs.started.connect(self._started)
+        runs.step.connect(self._step)
+        runs.ended.connect(self._ended)
+        runs.failed.connect(self._failed)
+        runs.state_changed.connect(self._update_buttons)
+        self._update_buttons()
+
+    @Slot(int)
+    def _started(self, run_id: int) -> None:
+        record = self.runs.session.project
+        self.plots.clear()
+        from workbench.train.runs import RunRecord  # history of a resumed run: earlier steps stay visible
+        history = RunRecord(record, run_id).metrics()
+        self.plots.set_run_history(run_id, f"run {run_id}", history)
+        self.plots.show_runs([run_id])
+        self.log.clear()
+        self.title.setText(f"Run {run_id} · SFT · running")
+
+    @Slot(object)
+    def _step(self, log: StepLog) -> None:
+        if log.total_steps:
+            self.progress.setRange(0, log.total_steps)
+            self.progress.setValue(log.step)
+        if log.metrics:
+            self.plots.add_points(log.run_id, [(key, log.step, value) for key, value in log.metrics.items()])
+            shown = "  ".join(f"{key.split('/')[-1] if key != 'loss/validation' else 'val'} {log.metrics[key]:.4g}"
+                              for key in PROGRESS_KEYS if key in log.metrics)
+            self.log.appendPlainText(f"step {log.step}/{log.total_steps}  {shown}")
+        if log.message:
+            self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {log.message}")
+        eta = f" · about {duration(log.eta_s)} left" if log.eta_s else ""
+        self.timing.setText(f"{duration(log.elapsed_s)} elapsed{eta}")
+        self.title.setText(f"Run {log.run_id} · SFT · {log.status}")
+
+    @Slot(int, str)
+    def _ended(self, run_id: int, status: str) -> None:
+        self.title.setText(f"Run {run_id} · SFT · {status}")
+        self._update_buttons()
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  FAILED: {message}")
+        self.title.setText(f"Run {self.runs.run_id} · SFT · failed: {message}")
+
+    @Slot()
+    def _toggle_pause(self) -> None:
+        if self.runs.paused:
+            self.runs.resume()
+        else:
+            self.runs.pause()
+
+    @Slot()
+    def _update_buttons(self) -> None:
+        self.pause_button.setEnabled(self.runs.running)
+        self.stop_button.setEnabled(self.runs.running)
+        self.pause_button.setText("Resume" if self.runs.paused else "Pause")
+
+
+class TrainPage(QWidget):
+    def __init__(self, session: WorkbenchSession, runs: RunManager):
+        super().__init__()
+        self.session, self.runs = session, runs
+        title = QLabel("Train")
+        title.setObjectName("pageTitle")
+        subtitle = QLabel("Supervised fine-tuning: a LoRA adapter on the loaded base, learning the "
+                          "assistant replies of the SFT examples.")
+        subtitle.setWordWrap(True)
+
+        self.form = ConfigForm(SftConfig, choices={"schedule": SCHEDULES},
+                               labels={"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
+                                       "lora_dropout": "LoRA dropout", "grad_accum": "Gradient accumulation",
+                                       "max_length": "Max length (tokens)", "max_steps": "Max steps (0: epochs)"})
+        scroll = QScrollArea()
+        scroll.setWidget(self.form)
+        scroll.setWidgetResizable(True)
+        self.start_button = QPushButton("Start SFT run")
+        self.start_button.setObjectName("primary")
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
+        settings = QGroupBox("SFT settings")
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.addWidget(scroll, 1)
+        settings_layout.addWidget(self.hint)
+        settings_layout.addWidget(self.start_button)
+        settings.setFixedWidth(370)
+
+        self.monitor = RunMonitor(runs)
+        body = QHBoxLayout()
+        body.addWidget(settings)
+        body.addWidget(self.monitor, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(subtitle)
+        layout.addLayout(body, 1)
+
+        self.start_button.clicked.connect(self.start)
+        session.project_changed.connect(self._update_enabled)
+        session.model_changed.connect(self._update_enabled)
+        runs.state_changed.connect(self._update_enabled)
+        self._update_enabled()
+
+    @Slot()
+    def start(self) -> None:
+        try:
+            config = self.form.value()
+        except ValueError as error:
+            self.hint.setText(f"Check the settings: {error}.")
+            return
+        self.hint.setText("")
+        self.runs.start_sft(config)
+
+    @Slot()
+    def _update_enabled(self) -> None:
+        project, models = self.session.project, self.session.models
+        examples = SftStore(project).count() if project is not None else 0
+        reason = ("Open a project first." if project is None else
+                  "Load a base model on the Model page first." if not models.loaded else
+                  "Add SFT examples on the SFT data page first." if examples == 0 else
+                  "A run is in progress." if self.runs.running else "")
+        self.start_button.setEnabled(not reason and not self.session.loading)
+        if reason or not self.hint.text().startswith("Check"):
+            self.hint.setText(reason or f"{examples:,} examples, {models.info.name} on {models.info.device}.")
