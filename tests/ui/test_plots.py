@@ -1,0 +1,175 @@
+import math
+
+import numpy as np
+import pytest
+
+from ui.plots import MetricsView, debiased_ema
+
+
+def tensorboard_smoothing(values, weight):
+    """TensorBoard's loop, written out plainly, as the reference."""
+    last, count, out = 0.0, 0, []
+    for value in values:
+        if not math.isfinite(value):
+            out.append(value)
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        out.append(last / (1 - weight ** count))
+    return np.array(out)
+
+
+@pytest.fixture
+def view(qtbot):
+    view = MetricsView()
+    qtbot.addWidget(view)
+    view.resize(900, 600)
+    view.show()
+    return view
+
+
+def wait_drawn(qtbot, view, run_id, key, n):
+    qtbot.waitUntil(lambda: len(view.curve_data(run_id, key)[0]) == n, timeout=3000)
+
+
+def test_points_appear_after_the_timer_fires(view, qtbot):
+    view.set_smoothing(0)
+    view.add_points(1, [("loss/train", 1, 2.0), ("lr", 1, 1e-4), ("loss/train", 2, 1.5)])
+    assert len(view.curve_data(1, "loss/train")[0]) == 0  # nothing drawn by add_points itself
+    wait_drawn(qtbot, view, 1, "loss/train", 2)
+    x, y = view.curve_data(1, "loss/train")
+    assert x.tolist() == [1, 2] and y.tolist() == [2.0, 1.5]
+    assert view.keys() == ["loss/train", "lr"]
+    assert view.plot_item("lr").titleLabel.text == "lr"
+
+
+def test_a_burst_of_points_is_coalesced_into_a_few_redraws(view, qtbot):
+    view.set_smoothing(0)
+    for step in range(1000):
+        view.add_points(1, [("loss/train", step, step * 0.5), ("time/step_s", step, 0.1)])
+    wait_drawn(qtbot, view, 1, "loss/train", 1000)
+    qtbot.wait(150)  # give any stray extra redraw the chance to happen
+    assert 1 <= view.redraws <= 5
+    x, y = view.curve_data(1, "loss/train")
+    assert np.array_equal(x, np.arange(1000)) and np.array_equal(y, np.arange(1000) * 0.5)
+    assert len(view.curve_data(1, "time/step_s")[0]) == 1000
+
+
+def test_plot_and_curve_items_are_created_once_and_updated_in_place(view, qtbot):
+    view.add_points(1, [("loss/train", 0, 1.0)])
+    wait_drawn(qtbot, view, 1, "loss/train", 1)
+    plot = view.plot_item("loss/train")
+    curves = view.curve_items(1, "loss/train")
+    items_before = list(plot.listDataItems())
+
+    view.add_points(1, [("loss/train", step, 1.0 / step) for step in range(1, 500)])
+    view.add_points(1, [("loss/validation", 100, 0.8)])  # a new key sorted before: plots move, not rebuilt
+    wait_drawn(qtbot, view, 1, "loss/train", 500)
+    wait_drawn(qtbot, view, 1, "loss/validation", 1)
+
+    assert view.plot_item("loss/train") is plot
+    assert view.curve_items(1, "loss/train")[0] is curves[0]
+    assert view.curve_items(1, "loss/train")[1] is curves[1]
+    assert list(plot.listDataItems()) == items_before
+
+
+def test_plots_are_laid_out_in_key_order(view, qtbot):
+    view.add_points(1, [("time/step_s", 1, 0.2), ("lr", 1, 1e-4), ("loss/train", 1, 2.0)])
+    view.add_points(1, [("loss/validation", 1, 2.1)])
+    wait_drawn(qtbot, view, 1, "loss/validation", 1)
+    grid = view._grid
+    placed = {}
+    for key in view.keys():
+        index = grid.indexOf(view.plot_item(key).getViewWidget())
+        placed[grid.getItemPosition(index)[:2]] = key
+    assert [placed[position] for position in sorted(placed)] == ["loss/train", "loss/validation", "lr", "time/step_s"]
+
+
+def test_smoothing_changes_the_drawn_curve_but_not_the_raw_data(view, qtbot):
+    rng = np.random.default_rng(0)
+    values = 2.0 * np.exp(-np.arange(300) / 100) + rng.normal(0, 0.2, 300)
+    values[150] = np.nan  # a diverged step must not poison what follows
+    view.set_smoothing(0.9)
+    view.add_points(1, [("loss/train", step, v) for step, v in enumerate(values[:200])])
+    wait_drawn(qtbot, view, 1, "loss/train", 200)
+    view.add_points(1, [("loss/train", step, v) for step, v in enumerate(values[200:], start=200)])
+    wait_drawn(qtbot, view, 1, "loss/train", 300)  # smoothed incrementally across two redraws
+
+    _, smoothed = view.curve_data(1, "loss/train")
+    np.testing.assert_allclose(smoothed, tensorboard_smoothing(values, 0.9), rtol=1e-9)
+    raw_curve, smooth_curve = view.curve_items(1, "loss/train")
+    np.testing.assert_array_equal(raw_curve.getOriginalDataset()[1], values)  # the faint raw curve
+    assert raw_curve.opts["pen"].color().alpha() < 100 < smooth_curve.opts["pen"].color().alpha()
+
+    view.smoothing_slider.setValue(0)  # the toolbar control drives the same setting
+    qtbot.waitUntil(lambda: np.array_equal(view.curve_data(1, "loss/train")[1], values, equal_nan=True), timeout=3000)
+    np.testing.assert_array_equal(raw_curve.getOriginalDataset()[1], values)
+
+
+def test_the_vectorised_smoothing_matches_tensorboard_over_many_chunks():
+    values = np.random.default_rng(1).normal(size=5000)
+    for weight in (0.0, 0.3, 0.6, 0.99):
+        smoothed, _, _ = debiased_ema(values, weight)
+        np.testing.assert_allclose(smoothed, tensorboard_smoothing(values, weight), rtol=1e-9, atol=1e-12)
+
+
+def test_two_runs_overlay_in_their_own_colours_and_can_be_hidden(view, qtbot):
+    view.set_run_history(1, "sft lr 2e-4", {"loss/train": ([1, 2, 3], [3.0, 2.0, 1.0])})
+    view.set_run_history(2, "sft lr 1e-4", {"loss/train": ([1, 2, 3], [3.0, 2.5, 2.0])})
+    wait_drawn(qtbot, view, 2, "loss/train", 3)
+    first, second = view.curve_items(1, "loss/train")[1], view.curve_items(2, "loss/train")[1]
+    assert first.opts["pen"].color() != second.opts["pen"].color()
+    assert first.isVisible() and second.isVisible()
+    assert "sft lr 2e-4" in view.legend.text() and "sft lr 1e-4" in view.legend.text()
+
+    view.show_runs([1])
+    assert first.isVisible() and not second.isVisible()
+    assert not view.curve_items(2, "loss/train")[0].isVisible()
+    assert "sft lr 1e-4" not in view.legend.text()
+    assert "sft lr 1e-4" not in view.readout_at("loss/train", 2)
+
+    view.add_points(2, [("loss/train", 4, 1.5)])  # data for a hidden run is kept
+    view.show_runs([1, 2])
+    wait_drawn(qtbot, view, 2, "loss/train", 4)
+    assert second.isVisible() and view.curve_items(2, "loss/train")[1] is second
+
+
+def test_set_run_history_replaces_a_runs_data(view, qtbot):
+    view.set_smoothing(0)
+    view.add_points(1, [("loss/train", s, 9.0) for s in range(10)] + [("lr", 0, 1e-4)])
+    wait_drawn(qtbot, view, 1, "loss/train", 10)
+    view.set_run_history(1, "from the project", {"loss/train": ([0, 5], [1.0, 0.5])})
+    wait_drawn(qtbot, view, 1, "loss/train", 2)
+    assert view.curve_data(1, "loss/train")[1].tolist() == [1.0, 0.5]
+    assert len(view.curve_data(1, "lr")[0]) == 0  # a key the history lacks is emptied
+    assert "from the project" in view.legend.text()
+
+
+def test_a_resumed_run_relogging_its_last_step_replaces_it(view, qtbot):
+    view.set_smoothing(0)
+    view.add_points(1, [("loss/train", 1, 2.0), ("loss/train", 2, 1.8)])
+    view.add_points(1, [("loss/train", 2, 1.7), ("loss/train", 3, 1.6)])
+    wait_drawn(qtbot, view, 1, "loss/train", 3)
+    assert view.curve_data(1, "loss/train")[1].tolist() == [2.0, 1.7, 1.6]
+
+
+def test_readout_gives_the_nearest_point_of_each_shown_run(view, qtbot):
+    view.set_smoothing(0)
+    view.set_run_history(1, "A", {"loss/train": ([0, 10, 20], [1.0, 0.5, 0.25])})
+    view.set_run_history(2, "B", {"loss/train": ([0, 15], [2.0, 1.0])})
+    assert view.readout_at("loss/train", 11.2) == "loss/train   A @ 10: 0.5   B @ 15: 1"
+    assert view.readout_at("loss/train", 19) == "loss/train   A @ 20: 0.25   B @ 15: 1"
+    assert view.readout_at("lr", 3) == ""
+    view.set_smoothing(0.5)
+    assert view.readout_at("loss/train", 10) .startswith("loss/train   A @ 10: 0.6667 (raw 0.5)")
+
+
+def test_empty_state_before_data_and_after_clear(view, qtbot):
+    assert view.empty_label.isVisible()
+    view.add_points(1, [("objective/reward", 1, 0.3)])
+    qtbot.waitUntil(lambda: not view.empty_label.isVisible(), timeout=3000)
+    assert view.plot_item("objective/reward").getViewWidget().isVisible()
+    view.clear()
+    assert view.empty_label.isVisible() and view.keys() == [] and view.legend.text() == ""
+    view.add_points(3, [("objective/kl", 1, 0.01)])  # usable again after clearing
+    wait_drawn(qtbot, view, 3, "objective/kl", 1)

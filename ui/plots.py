@@ -1,0 +1,433 @@
+"""Live training metrics: a grid of small plots, one per metric key, one curve per shown run.
+
+Used by every training run page (SFT, reward model, PPO). Plots stay cheap (DESIGN.md,
+principle 5), in the manner of pyqtgraph's PanningPlot example:
+
+- A plot is created the first time its key appears, and a run's two curves on it (faint raw,
+  solid smoothed) the first time that run logs the key. After that they are only updated with
+  `setData`, never cleared and re-added.
+- `add_points` only appends to numpy buffers and marks the curve dirty. A single-shot timer
+  redraws the dirty curves at most `max_redraws_per_s` times a second, however fast points come.
+- Buffers grow by doubling, and smoothing continues from where it stopped, so a redraw costs
+  the new points plus one copy of the arrays handed to pyqtgraph, which clips and downsamples
+  long curves to the pixels on screen.
+
+Steps are expected in increasing order per run and key. A value for the run's last step
+replaces it (a resumed run re-logs the step it stopped at); an earlier step is simply appended.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QStackedWidget,
+    QVBoxLayout, QWidget,
+)
+
+COLUMNS = 3
+PLOT_MIN_HEIGHT = 190
+DEFAULT_SMOOTHING = 0.6
+RAW_ALPHA = 60
+EMPTY_TEXT = "No metrics yet. Start a run, or pick past runs to compare."
+# Readable on white and distinct from each other; the first matches the stylesheet's accent.
+PALETTE = ("#2f6fd6", "#d9480f", "#2b8a3e", "#9c36b5", "#c92a2a", "#0b7285", "#e67700", "#495057")
+AXIS_PEN = "#9aa0a8"
+TEXT_COLOUR = "#3c4047"
+
+
+def debiased_ema(values: np.ndarray, weight: float, acc: float = 0.0, count: float = 0.0):
+    """TensorBoard's smoothing, continued from an earlier state.
+
+    The running average `acc` starts at 0, so early points are divided by `1 - weight**count`
+    (count = finite points so far) to undo the pull towards 0. A non-finite value (a diverged
+    loss) is drawn as itself and leaves the state alone, so it cannot poison later points.
+    Returns per point: (smoothed, acc, count), the latter two being the state to continue from.
+    """
+    finite = np.isfinite(values)
+    counts = count + np.cumsum(finite)
+    # The state after each point is that of the last finite point at or before it.
+    accs = np.concatenate(([acc], _ema_accumulator(values[finite], weight, acc)))[np.cumsum(finite)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        smoothed = np.where(finite, accs / (1.0 - weight ** counts), values)
+    return smoothed, accs, counts
+
+
+def _ema_accumulator(values: np.ndarray, weight: float, acc: float) -> np.ndarray:
+    """acc[j] = weight * acc[j-1] + (1 - weight) * values[j], vectorised.
+
+    Unrolled, acc[j] = w**(j+1) * acc + (1-w) * w**j * cumsum(values[i] * w**-i): one cumsum,
+    done in chunks short enough that w**-i stays far from overflow. Rounding stays at about
+    eps / (1 - w) relative, since each term is scaled back by w**j.
+    """
+    if weight == 0.0:
+        return values.astype(float, copy=True)
+    out = np.empty(len(values))
+    chunk = max(1, int(300.0 / -np.log(weight)))  # weight**-chunk <= e**300
+    for start in range(0, len(values), chunk):
+        part = values[start:start + chunk]
+        decay = weight ** np.arange(len(part))
+        out[start:start + len(part)] = decay * (weight * acc + (1.0 - weight) * np.cumsum(part / decay))
+        acc = out[start + len(part) - 1]
+    return out
+
+
+class Series:
+    """One (run, key) history in growable numpy buffers, smoothed incrementally.
+
+    Rows of one 2-D buffer: step, raw value, smoothed value, and the smoother's state after
+    each point (so new points continue from it, and a replaced last point restarts from the
+    one before). Capacity doubles when full: appends are amortised O(1).
+    """
+
+    STEP, RAW, SMOOTH, ACC, COUNT = range(5)
+
+    def __init__(self):
+        self._data = np.empty((5, 64))
+        self.n = 0
+        self.smoothed_to = 0  # points [0, smoothed_to) have a valid SMOOTH/ACC/COUNT
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._data[self.STEP, :self.n]
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self._data[self.RAW, :self.n]
+
+    @property
+    def smoothed(self) -> np.ndarray:
+        return self._data[self.SMOOTH, :self.n]
+
+    def append(self, step: float, value: float) -> None:
+        if self.n and self._data[self.STEP, self.n - 1] == step:
+            self.n -= 1  # the last step again (resume): overwrite it
+        elif self.n == self._data.shape[1]:
+            self._data = np.concatenate([self._data, np.empty_like(self._data)], axis=1)
+        self._data[self.STEP, self.n] = step
+        self._data[self.RAW, self.n] = value
+        self.n += 1
+        self.smoothed_to = min(self.smoothed_to, self.n - 1)
+
+    def replace(self, steps, values) -> None:
+        steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+        self._data = np.empty((5, max(64, 2 * len(steps))))
+        self.n = len(steps)
+        self._data[self.STEP, :self.n] = steps
+        self._data[self.RAW, :self.n] = values
+        self.smoothed_to = 0
+
+    def smooth(self, weight: float) -> None:
+        """Bring the smoothed row up to date, computing only the points not yet smoothed."""
+        start = self.smoothed_to
+        if start >= self.n:
+            return
+        acc, count = (self._data[self.ACC, start - 1], self._data[self.COUNT, start - 1]) if start else (0.0, 0.0)
+        tail = self._data[:, start:self.n]
+        tail[self.SMOOTH], tail[self.ACC], tail[self.COUNT] = debiased_ema(tail[self.RAW], weight, acc, count)
+        self.smoothed_to = self.n
+
+
+class MetricsView(QWidget):
+    """A grid of small plots, one per metric key, each with one curve per shown run.
+
+    A run appears (and is shown) the first time it gets data; `show_runs` then picks which
+    runs are drawn. To give a live run a label before its first point, call
+    `set_run_history(run_id, label, {})`.
+    """
+
+    def __init__(self, parent=None, max_redraws_per_s: float = 10.0):
+        super().__init__(parent)
+        self.redraws = 0
+        self._weight = DEFAULT_SMOOTHING
+        self._series: dict[tuple[int, str], Series] = {}
+        self._labels: dict[int, str] = {}    # insertion order = order of first appearance
+        self._colours: dict[int, QColor] = {}
+        self._shown: set[int] = set()
+        self._plots: dict[str, pg.PlotWidget] = {}
+        self._lines: dict[str, pg.InfiniteLine] = {}
+        self._hover: dict[str, tuple[pg.SignalProxy, partial]] = {}  # the slot too: the proxy holds it weakly
+        self._curves: dict[tuple[int, str], tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
+        self._dirty: set[tuple[int, str]] = set()
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)  # started by new data, so an idle view costs nothing
+        self._timer.setInterval(max(1, round(1000 / max_redraws_per_s)))
+        self._timer.timeout.connect(self._redraw)
+        self._build_widgets()
+
+    # ---- widgets -------------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing_slider.setRange(0, 99)
+        self.smoothing_slider.setValue(round(self._weight * 100))
+        self.smoothing_slider.setFixedWidth(140)
+        self.smoothing_slider.setToolTip("Exponential moving average weight, as in TensorBoard. "
+                                         "The raw values stay visible, faint, behind the smoothed curve.")
+        self.smoothing_slider.valueChanged.connect(lambda value: self.set_smoothing(value / 100))
+        self.smoothing_value = QLabel(f"{self._weight:.2f}")
+        self.smoothing_value.setMinimumWidth(32)
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.readout = QLabel()
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        # A long readout is clipped rather than widening the whole page.
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.readout.setStyleSheet(f"color: {TEXT_COLOUR};")
+
+        toolbar = QHBoxLayout()
+        toolbar.addWidget(QLabel("Smoothing"))
+        toolbar.addWidget(self.smoothing_slider)
+        toolbar.addWidget(self.smoothing_value)
+        toolbar.addSpacing(18)
+        toolbar.addWidget(self.legend)
+        toolbar.addSpacing(18)
+        toolbar.addWidget(self.readout, 1)
+
+        self.empty_label = QLabel(EMPTY_TEXT)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setStyleSheet("color: #6b7078; font-size: 14px;")
+        self._grid_host = QWidget()
+        self._grid_host.setStyleSheet("background: white;")
+        self._grid = QGridLayout(self._grid_host)
+        self._grid.setContentsMargins(4, 4, 4, 4)
+        self._grid.setSpacing(6)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)  # plots share the width; many keys scroll vertically
+        scroll.setWidget(self._grid_host)
+        self._stack = QStackedWidget()
+        self._stack.addWidget(self.empty_label)
+        self._stack.addWidget(scroll)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(toolbar)
+        layout.addWidget(self._stack, 1)
+
+    def _new_plot(self, key: str) -> pg.PlotWidget:
+        widget = pg.PlotWidget(background="w")
+        widget.setMinimumHeight(PLOT_MIN_HEIGHT)
+        plot = widget.getPlotItem()
+        plot.setTitle(key, color=TEXT_COLOUR, size="10pt")
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        for name in ("left", "bottom"):
+            axis = plot.getAxis(name)
+            axis.setPen(pg.mkPen(AXIS_PEN))
+            axis.setTextPen(pg.mkPen(TEXT_COLOUR))
+        line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#868e96", style=Qt.PenStyle.DashLine))
+        line.hide()
+        plot.addItem(line, ignoreBounds=True)
+        self._lines[key] = line
+        slot = partial(self._on_mouse_moved, key)
+        proxy = pg.SignalProxy(widget.scene().sigMouseMoved, rateLimit=30, slot=slot, threadSafe=False)
+        self._hover[key] = (proxy, slot)
+        return widget
+
+    def _new_curves(self, run_id: int, key: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
+        colour = self._colours[run_id]
+        faint = QColor(colour)
+        faint.setAlpha(RAW_ALPHA)
+        fast = dict(antialias=True, clipToView=True, autoDownsample=True, downsampleMethod="peak")
+        raw = pg.PlotDataItem(pen=pg.mkPen(faint, width=1), **fast)
+        smooth = pg.PlotDataItem(pen=pg.mkPen(colour, width=2), **fast)
+        smooth.setZValue(1)  # every smoothed curve above every faint one
+        plot = self._plots[key].getPlotItem()
+        for item in (raw, smooth):
+            item.setVisible(run_id in self._shown)
+            plot.addItem(item)
+        return raw, smooth
+
+    def _layout_plots(self) -> None:
+        """Place plots in key order, so that loss/* sit together. Moves widgets, rebuilds nothing."""
+        for widget in self._plots.values():
+            self._grid.removeWidget(widget)
+        for index, key in enumerate(sorted(self._plots)):
+            self._grid.addWidget(self._plots[key], index // COLUMNS, index % COLUMNS)
+
+    def _update_legend(self) -> None:
+        entries = [f'<span style="color:{self._colours[run].name()}; font-weight:600;">&#9644;</span>&nbsp;{label}'
+                   for run, label in self._labels.items() if run in self._shown]
+        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(entries))
+
+    # ---- data in -------------------------------------------------------------------------
+
+    def add_points(self, run_id: int, points: Iterable[tuple[str, int, float]]) -> None:
+        """Record (key, step, value) points. Only appends and marks dirty: drawing is the timer's job."""
+        self._register_run(run_id)
+        for key, step, value in points:
+            series = self._series.get((run_id, key))
+            if series is None:
+                series = self._series[(run_id, key)] = Series()
+            series.append(step, value)
+            self._dirty.add((run_id, key))
+        self._schedule()
+
+    def set_run_history(self, run_id: int, label: str,
+                        metrics: dict[str, tuple[list[int], list[float]]]) -> None:
+        """Replace everything known about a run (a past run loaded from the project file)."""
+        self._register_run(run_id)
+        self._labels[run_id] = label
+        for (run, key), series in self._series.items():
+            if run == run_id and key not in metrics:
+                series.replace([], [])
+                self._dirty.add((run, key))
+        for key, (steps, values) in metrics.items():
+            self._series.setdefault((run_id, key), Series()).replace(steps, values)
+            self._dirty.add((run_id, key))
+        self._update_legend()
+        self._schedule()
+
+    def _register_run(self, run_id: int) -> None:
+        if run_id in self._labels:
+            return
+        self._labels[run_id] = f"Run {run_id}"
+        self._colours[run_id] = QColor(PALETTE[len(self._colours) % len(PALETTE)])
+        self._shown.add(run_id)  # a new run is shown until show_runs says otherwise
+        self._update_legend()
+
+    def show_runs(self, run_ids: list[int]) -> None:
+        """Draw only these runs (each in its own colour); the others are hidden, their data kept."""
+        newly_shown = set(run_ids) - self._shown
+        self._shown = set(run_ids)
+        for (run, _), items in self._curves.items():
+            for item in items:
+                item.setVisible(run in self._shown)
+        # Hidden runs are not redrawn while hidden, so bring the newly shown ones up to date.
+        self._dirty.update(name for name in self._series if name[0] in newly_shown)
+        for widget in self._plots.values():
+            widget.getPlotItem().getViewBox().updateAutoRange()  # fit what is visible now
+        self._update_legend()
+        self._schedule()
+
+    def set_smoothing(self, weight: float) -> None:
+        weight = min(max(float(weight), 0.0), 0.99)
+        if weight == self._weight:
+            return
+        self._weight = weight
+        self.smoothing_slider.blockSignals(True)  # we may have been called by the slider itself
+        self.smoothing_slider.setValue(round(weight * 100))
+        self.smoothing_slider.blockSignals(False)
+        self.smoothing_value.setText(f"{weight:.2f}")
+        for series in self._series.values():
+            series.smoothed_to = 0
+        self._dirty.update(self._series)
+        self._schedule()
+
+    def clear(self) -> None:
+        """Forget every run and plot (another project was opened) and show the empty state."""
+        self._timer.stop()
+        for proxy, _ in self._hover.values():
+            proxy.disconnect()
+        for widget in self._plots.values():
+            self._grid.removeWidget(widget)
+            widget.deleteLater()
+        for table in (self._series, self._labels, self._colours, self._plots, self._lines,
+                      self._hover, self._curves):
+            table.clear()
+        self._shown.clear()
+        self._dirty.clear()
+        self.readout.clear()
+        self._update_legend()
+        self._stack.setCurrentWidget(self.empty_label)
+
+    # ---- drawing -------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._dirty and not self._timer.isActive():
+            self._timer.start()
+
+    def _redraw(self) -> None:
+        """One coalesced pass: create any new plots and curves, then redraw the dirty shown curves."""
+        new_keys = {key for _, key in self._dirty} - self._plots.keys()
+        for key in new_keys:
+            self._plots[key] = self._new_plot(key)
+        if new_keys:
+            self._layout_plots()
+            self._stack.setCurrentIndex(1)
+        drew = False
+        for name in self._dirty:
+            if name not in self._curves:
+                self._curves[name] = self._new_curves(*name)
+            if name[0] in self._shown:
+                self._draw(name)
+                drew = True
+        self._dirty.clear()
+        if drew:
+            self.redraws += 1
+
+    def _draw(self, name: tuple[int, str]) -> None:
+        series = self._series[name]
+        series.smooth(self._weight)
+        raw, smooth = self._curves[name]
+        # Copies: the buffers change in place later (a replaced last step, new smoothing).
+        steps = series.steps.copy()
+        raw.setData(steps, series.raw.copy())
+        smooth.setData(steps, series.smoothed.copy())
+
+    # ---- reading values --------------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        return sorted({key for _, key in self._series})
+
+    def plot_item(self, key: str) -> pg.PlotItem:
+        return self._plots[key].getPlotItem()
+
+    def curve_items(self, run_id: int, key: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
+        """(faint raw curve, smoothed curve) of a run on one plot."""
+        return self._curves[(run_id, key)]
+
+    def curve_data(self, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (steps, smoothed values) the smoothed curve currently draws; empty before a redraw."""
+        curves = self._curves.get((run_id, key))
+        x, y = curves[1].getOriginalDataset() if curves else (None, None)
+        if x is None:
+            return np.empty(0), np.empty(0)
+        return x.copy(), y.copy()
+
+    def _nearest(self, key: str, step: float) -> list[tuple[int, float, float, float]]:
+        """(run, step, smoothed, raw) of the point nearest `step`, for each shown run that has the key."""
+        found = []
+        for run in self._labels:
+            series = self._series.get((run, key))
+            if run not in self._shown or series is None or series.n == 0:
+                continue
+            series.smooth(self._weight)
+            i = int(np.argmin(np.abs(series.steps - step)))  # steps need not be sorted (see module doc)
+            found.append((run, series.steps[i], series.smoothed[i], series.raw[i]))
+        return found
+
+    def readout_at(self, key: str, step: float) -> str:
+        """The hover text: for each shown run, its nearest step and the value drawn there."""
+        parts = []
+        for run, at, smoothed, raw in self._nearest(key, step):
+            text = f"{self._labels[run]} @ {at:g}: {smoothed:.4g}"
+            if self._weight > 0:
+                text += f" (raw {raw:.4g})"
+            parts.append(text)
+        return f"{key}   " + "   ".join(parts) if parts else ""
+
+    def _on_mouse_moved(self, key: str, event) -> None:
+        plot = self.plot_item(key)
+        position = event[0]
+        if not plot.getViewBox().sceneBoundingRect().contains(position):
+            return
+        step = plot.getViewBox().mapSceneToView(position).x()
+        nearest = self._nearest(key, step)
+        for other, line in self._lines.items():
+            line.setVisible(other == key and bool(nearest))
+        if nearest:
+            self._lines[key].setPos(nearest[0][1])
+        self.readout.setText(self.readout_at(key, step))
+
+    def leaveEvent(self, event) -> None:
+        for line in self._lines.values():
+            line.hide()
+        self.readout.clear()
+        super().leaveEvent(event)
