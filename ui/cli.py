@@ -18,7 +18,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
 def cmd_screenshots(args: argparse.Namespace) -> int:
     from ui.screenshots import render_screenshots
 
-    for path in render_screenshots(Path(args.project), Path(args.outdir), load_model=not args.no_model):
+    for path in render_screenshots(Path(args.project), Path(args.outdir), load_model=not args.no_model,
+                                   train_steps=args.train_steps):
         print(path)
     return 0
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     shots.add_argument("project", help="the project file")
     shots.add_argument("outdir", help="folder for the PNG files (created if missing)")
     shots.add_argument("--no-model", action="store_true", help="do not load the project's base model")
+    shots.add_argument("--train-steps", type=int, default=0, metavar="N",
+                       help="first run N steps of SFT on a temporary copy of the project, so the Train "
+                       "and Runs pages show curves (the project itself is not changed)")
     shots.set_defaults(func=cmd_screenshots)
     return run(parser, argv, default=cmd_gui)
 

@@ -15,6 +15,10 @@ from workbench.errors import WorkbenchError
 from workbench.project import SUFFIX
 from ui.pages.model_page import ModelPage
 from ui.pages.project_page import ProjectPage
+from ui.pages.runs_page import RunsPage
+from ui.pages.sft_page import SftPage
+from ui.pages.train_page import TrainPage
+from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
 
 FILE_FILTER = f"Workbench projects (*{SUFFIX})"
@@ -27,9 +31,15 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("RLHF Workbench")
         self.resize(1280, 820)
 
+        self.runs = RunManager(session)
         self.project_page = ProjectPage(session)
         self.model_page = ModelPage(session)
-        self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page}
+        self.sft_page = SftPage(session)
+        self.train_page = TrainPage(session, self.runs)
+        self.runs_page = RunsPage(session, self.runs)
+        self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
+                                          "SFT data": self.sft_page, "Train": self.train_page,
+                                          "Runs": self.runs_page}
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
         self.nav.setFixedWidth(170)

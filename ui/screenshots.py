@@ -10,8 +10,10 @@ from workbench.errors import WorkbenchError
 SAMPLE_PROMPT = "My order hasn't arrived. What should I do?"
 
 
-def render_screenshots(project: Path, outdir: Path, load_model: bool = True,
-                       prompt: str = SAMPLE_PROMPT, size: tuple[int, int] = (1280, 820)) -> list[Path]:
+def render_screenshots(project: Path, outdir: Path, load_model: bool = True, prompt: str = SAMPLE_PROMPT,
+                       size: tuple[int, int] = (1280, 820), train_steps: int = 0) -> list[Path]:
+    """One PNG per page. With `train_steps`, a short SFT run is made first, on a temporary copy
+    of the project (never on the user's file), so the Train and Runs pages show real curves."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from ui.app import application
     from ui.main_window import MainWindow
@@ -21,6 +23,11 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True,
     application()
     session = WorkbenchSession(remember_projects=False)
     session.open_project(project)
+    if train_steps and load_model:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="workbench-screenshots-"))
+        session.save_project_as(scratch / Path(project).name)
     window = MainWindow(session)
     window.resize(*size)
     window.show()
@@ -37,6 +44,10 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True,
             try_it.max_tokens.setValue(120)
             try_it.generate()
             wait_until(lambda: not try_it.generating, timeout_s=300)
+            if train_steps:
+                train_for_screenshots(window, train_steps)
+        if window.sft_page.model.rowCount() > 0:
+            window.sft_page.table.selectRow(0)
         outdir.mkdir(parents=True, exist_ok=True)
         written = []
         for index, name in enumerate(window.pages, start=1):
@@ -49,3 +60,15 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True,
         return written
     finally:
         window.close()
+
+
+def train_for_screenshots(window, steps: int) -> None:
+    from ui.waiting import wait_until
+
+    form = window.train_page.form
+    form.editors["max_steps"].setValue(steps)
+    form.editors["eval_every"].setValue(max(1, steps // 4))
+    window.train_page.start()
+    wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
+    wait_until(lambda: not window.runs.running, timeout_s=1800)
+    wait_until(lambda: False, 0.3)  # the plots redraw on a timer

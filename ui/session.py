@@ -23,6 +23,7 @@ log = logging.getLogger("workbench.session")
 
 
 class WorkbenchSession(QObject):
+    project_closing = Signal()  # the current project is about to close: save pending edits now
     project_changed = Signal()
     model_loading = Signal(object)  # Progress
     model_changed = Signal()  # loaded, unloaded, or a load ended (models.info tells which)
@@ -50,6 +51,7 @@ class WorkbenchSession(QObject):
 
     def _switch_to(self, project: Project) -> None:
         if self.project is not None and self.project is not project:
+            self.project_closing.emit()
             self.project.close()
         self.project = project
         log.info("opened project %s", project.path)
@@ -107,5 +109,6 @@ class WorkbenchSession(QObject):
         for task in list(self.tasks):
             task.wait()
         if self.project is not None:
+            self.project_closing.emit()
             self.project.close()
             self.project = None

@@ -3,14 +3,23 @@ import sys
 
 from PySide6.QtGui import QImage
 
+from workbench.data.sft_store import SftStore
+from workbench.project import Project
+
 
 def test_screenshots_render_every_page_with_the_model_loaded(tiny_project, tmp_path):
     out = tmp_path / "shots"
-    result = subprocess.run([sys.executable, "-m", "ui.cli", "screenshots", str(tiny_project), str(out)],
-                            capture_output=True, text=True, timeout=300)
+    project = Project.open(tiny_project)
+    SftStore(project).add_many([[{"role": "user", "content": "Where is my parcel?"},
+                                 {"role": "assistant", "content": "It ships today."}]] * 4)
+    project.close()
+    before = tiny_project.read_bytes()
+    result = subprocess.run([sys.executable, "-m", "ui.cli", "screenshots", str(tiny_project), str(out),
+                             "--train-steps", "4"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["01-project.png", "02-model.png"]
+    assert names == ["01-project.png", "02-model.png", "03-sft-data.png", "04-train.png", "05-runs.png"]
+    assert tiny_project.read_bytes() == before  # the run was made on a copy
     image = QImage(str(out / "02-model.png"))
     assert image.width() >= 1000 and image.height() >= 700
 
