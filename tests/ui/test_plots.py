@@ -29,7 +29,8 @@ def view(qtbot):
 
 
 def wait_drawn(qtbot, view, run_id, key, n):
-    qtbot.waitUntil(lambda: len(view.curve_data(run_id, key)[0]) == n, timeout=3000)
+    # Plots are drawn one per timer pass: wait for this curve and for every other pending one.
+    qtbot.waitUntil(lambda: len(view.curve_data(run_id, key)[0]) == n and not view.pending, timeout=3000)
 
 
 def test_points_appear_after_the_timer_fires(view, qtbot):

@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.data.sft_store import SftStore
-from workbench.train.runs import StepLog
-from workbench.train.sft import SCHEDULES, SftConfig
+from workbench.train.runs import RunRecord, StepLog
+from workbench.train.sft import METRIC_KEYS, SCHEDULES, SftConfig
 from ui.config_form import ConfigForm
 from ui.formatting import duration
 from ui.plots import MetricsView
@@ -42,7 +42,7 @@ class RunMonitor(QWidget):
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Save a checkpoint and stop; the run can be resumed from the Runs page.")
-        self.plots = MetricsView()
+        self.plots = MetricsView(keys=METRIC_KEYS)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)  # a long run must not grow the widget without bound
@@ -74,10 +74,9 @@ class RunMonitor(QWidget):
 
     @Slot(int)
     def _started(self, run_id: int) -> None:
-        record = self.runs.session.project
-        self.plots.clear()
-        from workbench.train.runs import RunRecord  # history of a resumed run: earlier steps stay visible
-        history = RunRecord(record, run_id).metrics()
+        # A resumed run's earlier steps come from the project, so its curves start at step 1.
+        history = RunRecord(self.runs.session.project, run_id).metrics()
+        self.plots.forget_runs()
         self.plots.set_run_history(run_id, f"run {run_id}", history)
         self.plots.show_runs([run_id])
         self.log.clear()

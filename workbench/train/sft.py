@@ -31,6 +31,8 @@ from workbench.train.sft_data import TokenizedExample, collate, tokenize_example
 
 KIND = "sft"
 SCHEDULES = ("constant", "linear", "cosine")
+METRIC_KEYS = ("loss/train", "loss/validation", "train/lr", "train/grad_norm", "train/epoch",
+               "perf/tokens_per_s", "time/step_s")
 
 
 @dataclass(frozen=True)
