@@ -12,6 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 from workbench.train.runs import RunControl, StepLog
 from workbench.train.sft import SftConfig, train_sft
+from ui.garbage import freeze_long_lived_objects
 from ui.session import WorkbenchSession
 from ui.workers import BackgroundTask
 
@@ -50,6 +51,7 @@ class RunManager(QObject):
             return train_sft(project, models, config, control, resume_run_id)
 
         self.control, self.run_id, self.last = control, resume_run_id, None
+        freeze_long_lived_objects()
         self.task = self.session.run_task(factory, on_item=self._on_step, on_error=self.failed.emit,
                                           on_finished=self._on_finished)
         self.state_changed.emit()

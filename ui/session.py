@@ -17,6 +17,7 @@ from workbench.models.loading import ModelSession
 from workbench.progress import Progress
 from workbench.project import Project
 from workbench.train.runs import mark_interrupted
+from ui.garbage import freeze_long_lived_objects
 from ui.workers import BackgroundTask
 
 log = logging.getLogger("workbench.session")
@@ -88,6 +89,8 @@ class WorkbenchSession(QObject):
         log.info("model load %s: %s", outcome, info.to_dict() if outcome == "done" and info else spec)
         if outcome == "done" and self.project is not None:
             self.project.set_base_model(spec)
+        if outcome == "done":
+            freeze_long_lived_objects()
         if outcome == "cancelled":
             self.model_loading.emit(Progress("Loading cancelled.", 0.0))
         self.model_changed.emit()

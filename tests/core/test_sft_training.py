@@ -135,3 +135,27 @@ def test_pause_holds_the_run_until_resumed(project, models):
             control.pause()
             threading.Timer(0.3, control.resume).start()
     assert "paused" in statuses and statuses[-1] == "finished"
+
+
+def test_gradient_checkpointing_trains_and_is_switched_off_afterwards(project, models):
+    logs = list(train_sft(project, models, SftConfig(max_steps=6, gradient_checkpointing=True, **FAST)))
+    losses = [log.metrics["loss/train"] for log in logs if log.metrics]
+    assert losses[-1] < losses[0] and logs[-1].status == "finished"
+    assert not models.model.is_gradient_checkpointing and not models.model.training
+
+
+def test_a_half_written_checkpoint_is_never_used(project, models):
+    control = RunControl()
+    for log in train_sft(project, models, SftConfig(max_steps=12, **FAST), control):
+        if log.step == 5 and log.metrics:
+            control.stop()
+    record = RunRecord(project, log.run_id)
+    root = record.folder / "checkpoints"
+    # A kill while writing step 7 leaves a .partial folder, or a folder without its marker.
+    (root / "step-000007.partial").mkdir()
+    (root / "step-000006").mkdir()
+    project.execute("INSERT INTO checkpoints(run_id, step, path, created_at) VALUES (?, 6, ?, 0)",
+                    (record.id, (root / "step-000006").relative_to(project.artifacts_dir).as_posix()))
+    assert record.last_checkpoint()[0] == 5
+    resumed = [log.step for log in train_sft(project, models, resume_run_id=record.id) if log.metrics]
+    assert resumed[0] == 6 and not (root / "step-000007.partial").exists()

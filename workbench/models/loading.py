@@ -144,7 +144,11 @@ class ModelSession:
             raise ModelLoadError(f"The model is busy ({self.busy_with}); stop that before loading another.")
         yield Progress("Preparing libraries...", 0.01)
         from transformers import AutoModelForCausalLM, AutoTokenizer  # the first import costs seconds
-        import peft  # noqa: F401 - imported now, so starting a training run does not stall on it
+        # Imported now, in the loading worker, so starting a training run does not import them:
+        # a worker busy importing holds the GIL in short slices and the window stutters.
+        import peft  # noqa: F401
+        import torch.optim  # noqa: F401
+        import transformers.optimization  # noqa: F401
 
         # Timed from here: load_seconds is the model's own load (plus any one-time conversion).
         started = time.monotonic()
