@@ -260,6 +260,8 @@ class MetricsView(QWidget):
             self._grid.removeWidget(widget)
         for index, key in enumerate(sorted(self._plots)):
             self._grid.addWidget(self._plots[key], index // COLUMNS, index % COLUMNS)
+        for column in range(COLUMNS):
+            self._grid.setColumnStretch(column, 1)  # equal widths, whatever each axis needs
 
     def _update_legend(self) -> None:
         entries = [f'<span style="color:{self._colours[run].name()}; font-weight:600;">&#9644;</span>&nbsp;{label}'
@@ -361,6 +363,10 @@ class MetricsView(QWidget):
         self._stack.setCurrentWidget(self.empty_label)
 
     # ---- drawing -------------------------------------------------------------------------
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._schedule()  # points that arrived while hidden
 
     def _schedule(self, delay_ms: int | None = None) -> None:
         if self._dirty and not self._timer.isActive():

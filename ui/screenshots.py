@@ -17,6 +17,7 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from ui.app import application
     from ui.main_window import MainWindow
+    from ui.plots import MetricsView
     from ui.session import WorkbenchSession
     from ui.waiting import wait_until
 
@@ -52,7 +53,9 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
         written = []
         for index, name in enumerate(window.pages, start=1):
             window.show_page(name)
-            wait_until(lambda: True, 0)
+            # Plots on a page that was hidden draw when shown, one per timer pass.
+            views = window.pages[name].findChildren(MetricsView)
+            wait_until(lambda: not any(view.pending for view in views), timeout_s=10)
             path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}.png"
             if not window.grab().save(str(path)):
                 raise WorkbenchError(f"could not write {path}")

@@ -174,3 +174,13 @@ def test_empty_state_before_data_and_after_clear(view, qtbot):
     assert view.empty_label.isVisible() and view.keys() == [] and view.legend.text() == ""
     view.add_points(3, [("objective/kl", 1, 0.01)])  # usable again after clearing
     wait_drawn(qtbot, view, 3, "objective/kl", 1)
+
+
+def test_a_hidden_view_keeps_points_and_draws_them_when_shown(view, qtbot):
+    view.hide()
+    view.add_points(1, [("loss/train", 1, 2.0), ("lr", 1, 0.1)])
+    qtbot.wait(250)  # timer passes while hidden draw nothing
+    assert view.pending and len(view.curve_data(1, "loss/train")[0]) == 0
+    view.show()
+    wait_drawn(qtbot, view, 1, "loss/train", 1)
+    assert len(view.curve_data(1, "lr")[0]) == 1
