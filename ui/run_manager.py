@@ -31,6 +31,7 @@ class RunManager(QObject):
         self.control: RunControl | None = None
         self.run_id: int | None = None
         self.last: StepLog | None = None
+        session.switch_blockers.append(lambda: "A training run is in progress" if self.running else None)
 
     @property
     def running(self) -> bool:

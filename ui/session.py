@@ -7,12 +7,14 @@ to their models); no page talks to another. All real work is in the core.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
 from workbench import app_settings
 from workbench.config import ModelSpec
+from workbench.errors import ProjectError
 from workbench.models.loading import ModelSession
 from workbench.progress import Progress
 from workbench.project import Project
@@ -21,6 +23,7 @@ from ui.garbage import freeze_long_lived_objects
 from ui.workers import BackgroundTask
 
 log = logging.getLogger("workbench.session")
+STOP_WAIT_MS = 120_000
 
 
 class WorkbenchSession(QObject):
@@ -37,18 +40,29 @@ class WorkbenchSession(QObject):
         self.models = ModelSession()
         self.load_task: BackgroundTask | None = None
         self.tasks: list[BackgroundTask] = []  # every running task, so closing can stop them all
+        # Reasons not to switch projects now (a run writing to this one), asked before switching.
+        self.switch_blockers: list[Callable[[], str | None]] = []
 
     # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
 
     def open_project(self, path: Path | str) -> None:
+        self._check_can_switch()
         self._switch_to(Project.open(path))
 
     def new_project(self, path: Path | str) -> None:
+        self._check_can_switch()
         self._switch_to(Project.create(path))
 
     def save_project_as(self, path: Path | str) -> None:
         if self.project is not None:
+            self._check_can_switch()
             self._switch_to(self.project.save_as(path))
+
+    def _check_can_switch(self) -> None:
+        for blocker in self.switch_blockers:
+            reason = blocker()
+            if reason:
+                raise ProjectError(f"{reason}; stop it before opening another project.")
 
     def _switch_to(self, project: Project) -> None:
         if self.project is not None and self.project is not project:
@@ -109,8 +123,12 @@ class WorkbenchSession(QObject):
 
     def shutdown(self) -> None:
         """Stop every task and close the project (on window close)."""
-        for task in list(self.tasks):
-            task.wait()
+        # A training step must finish before its run can save a checkpoint and stop.
+        unfinished = [task for task in list(self.tasks) if not task.wait(STOP_WAIT_MS)]
+        if unfinished:
+            # Never close the file under a worker that may still write: the process exit will.
+            log.warning("%d background tasks did not stop in time; leaving the project open", len(unfinished))
+            return
         if self.project is not None:
             self.project_closing.emit()
             self.project.close()

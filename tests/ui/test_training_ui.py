@@ -1,6 +1,9 @@
 """Train from the GUI: start a run, see the plot fill, stop, reopen, resume, use the adapter."""
 
+import pytest
 from PySide6.QtCore import Qt
+
+from workbench.errors import ProjectError
 
 from workbench.data.sft_store import SftStore
 from workbench.project import Project
@@ -39,6 +42,8 @@ def test_start_watch_stop_reopen_and_resume(window, tiny_project, qtbot):
                     else False, timeout=60_000)
     assert "loss/validation" in plots.keys() and page.monitor.progress.maximum() == 400
     assert not page.start_button.isEnabled()
+    with pytest.raises(ProjectError, match="training run is in progress"):
+        session.open_project(tiny_project)  # the run writes to this project: it stays open
 
     # Pause holds it; Stop saves a checkpoint and ends it as "stopped".
     qtbot.mouseClick(page.monitor.pause_button, Qt.MouseButton.LeftButton)
