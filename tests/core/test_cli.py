@@ -71,3 +71,38 @@ def test_import_export_and_train_sft_headlessly(tiny_project, tmp_path):
 
     wrong = workbench("train", "sft", str(tiny_project), "--set", "lora_rank=many")
     assert wrong.returncode == 1 and "lora_rank must be a whole number" in wrong.stderr
+
+
+def test_a_killed_training_process_resumes_from_its_last_checkpoint(tiny_project, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    rows = [{"prompt": f"Where is order {i}?", "completion": "It ships today."} for i in range(6)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert workbench("import", str(tiny_project), str(data)).returncode == 0
+    child = subprocess.Popen([sys.executable, "-m", "ui.cli", "train", "sft", str(tiny_project), "--max-steps", "300",
+                              "--set", "checkpoint_every=3", "--set", "batch_size=2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sqlite3.connect(tiny_project) as db:
+                if db.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] >= 2:
+                    break
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)  # no cleanup at all, possibly mid-checkpoint
+    finally:
+        child.wait()
+    [run] = json.loads(workbench("info", str(tiny_project)).stdout)["runs"]
+    assert run["status"] == "running"  # what a kill leaves behind
+    resumed = workbench("train", "sft", str(tiny_project), "--resume", str(run["id"]))
+    assert resumed.returncode == 0, resumed.stderr
+    import re
+
+    saved = int(re.search(r"resumed at step (\d+)", resumed.stdout).group(1))
+    first = int(re.search(r"^run \d+ step (\d+)/300", resumed.stdout, re.MULTILINE).group(1))
+    assert saved >= 6 and saved % 3 == 0 and first == saved + 1  # right after a complete checkpoint
+    [run] = json.loads(workbench("info", str(tiny_project)).stdout)["runs"]
+    assert run["status"] == "finished" and run["last_step"] == 300
