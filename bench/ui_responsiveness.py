@@ -96,6 +96,8 @@ def main() -> None:
         form.editors["max_steps"].setValue(args.sft_steps)
         form.editors["batch_size"].setValue(4)
         form.editors["eval_every"].setValue(5)
+        wait_until(lambda: False, 1.0)  # the page's first paint is a page switch, not training
+        report("showing the Train page", beat.take())
         started = time.perf_counter()
         window.train_page.start()
         wait_until(lambda: window.runs.run_id is not None, 60)

@@ -185,6 +185,8 @@ class MetricsView(QWidget):
         self.smoothing_value.setMinimumWidth(32)
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        # New legend text must not relayout the plots below: that repaints every one of them.
+        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.readout = QLabel()
         self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         # A long readout is clipped rather than widening the whole page.
@@ -196,7 +198,7 @@ class MetricsView(QWidget):
         toolbar.addWidget(self.smoothing_slider)
         toolbar.addWidget(self.smoothing_value)
         toolbar.addSpacing(18)
-        toolbar.addWidget(self.legend)
+        toolbar.addWidget(self.legend, 1)
         toolbar.addSpacing(18)
         toolbar.addWidget(self.readout, 1)
 
@@ -313,8 +315,9 @@ class MetricsView(QWidget):
                 item.setVisible(run in self._shown)
         # Hidden runs are not redrawn while hidden, so bring the newly shown ones up to date.
         self._dirty.update(name for name in self._series if name[0] in newly_shown)
-        for widget in self._plots.values():
-            widget.getPlotItem().getViewBox().updateAutoRange()  # fit what is visible now
+        if self._curves:  # without curves there is nothing to refit, and a refit repaints every plot
+            for widget in self._plots.values():
+                widget.getPlotItem().getViewBox().updateAutoRange()  # fit what is visible now
         self._update_legend()
         self._schedule()
 

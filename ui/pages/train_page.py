@@ -11,7 +11,7 @@ import time
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
-    QSplitter, QVBoxLayout, QWidget,
+    QSizePolicy, QSplitter, QVBoxLayout, QWidget,
 )
 
 from workbench.data.sft_store import SftStore
@@ -39,6 +39,10 @@ class RunMonitor(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.timing = QLabel("")
+        # Labels whose text changes every step keep their size, so the plots never relayout.
+        for label in (self.title, self.timing):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.timing.setMinimumWidth(230)
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Save a checkpoint and stop; the run can be resumed from the Runs page.")
