@@ -188,12 +188,14 @@ class MetricsView(QWidget):
         # New legend text must not relayout the plots below: that repaints every one of them.
         self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.readout = QLabel()
-        self.readout.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        # A long readout is clipped rather than widening the whole page.
+        self.readout.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        # A long readout is clipped (at its end, so the key and first run stay readable)
+        # rather than widening the whole page.
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.readout.setStyleSheet(f"color: {TEXT_COLOUR};")
 
         toolbar = QHBoxLayout()
+        toolbar.setContentsMargins(8, 6, 8, 4)
         toolbar.addWidget(QLabel("Smoothing"))
         toolbar.addWidget(self.smoothing_slider)
         toolbar.addWidget(self.smoothing_value)

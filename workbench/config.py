@@ -50,8 +50,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return from_known_fields(cls, data)
+
+
+def from_known_fields(cls, data: dict):
+    """A config from stored JSON, ignoring keys a newer or older version wrote."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def with_overrides(config, pairs: list[str]):

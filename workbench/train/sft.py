@@ -19,10 +19,11 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.config import from_known_fields
 from workbench.data.sft_store import SftStore
 from workbench.models.loading import ModelSession, free_memory
 from workbench.project import Project
@@ -96,8 +97,7 @@ class SftConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SftConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return from_known_fields(cls, data)
 
     def lora_config(self):
         from peft import LoraConfig
