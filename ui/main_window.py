@@ -37,6 +37,11 @@ class MainWindow(QMainWindow):
         self.sft_page = SftPage(session)
         self.train_page = TrainPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
+        # One maximum length: the SFT data page flags what the Train settings would cut.
+        train_length = self.train_page.form.editors["max_length"]
+        train_length.valueChanged.connect(self.sft_page.max_length.setValue)
+        self.sft_page.max_length.valueChanged.connect(train_length.setValue)
+        self.sft_page.max_length.setValue(train_length.value())
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
                                           "SFT data": self.sft_page, "Train": self.train_page,
                                           "Runs": self.runs_page}

@@ -188,10 +188,12 @@ class MetricsView(QWidget):
         # New legend text must not relayout the plots below: that repaints every one of them.
         self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.readout = QLabel()
-        self.readout.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        # A long readout is clipped (at its end, so the key and first run stay readable)
-        # rather than widening the whole page.
-        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # Its own row of fixed height, left-aligned: changing text never relayouts the plots,
+        # and a long readout is clipped at its end (key and first run stay readable) rather
+        # than widening the whole page.
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.readout.setFixedHeight(self.readout.fontMetrics().height() + 6)
+        self.readout.setContentsMargins(10, 0, 8, 2)
         self.readout.setStyleSheet(f"color: {TEXT_COLOUR};")
 
         toolbar = QHBoxLayout()
@@ -201,8 +203,6 @@ class MetricsView(QWidget):
         toolbar.addWidget(self.smoothing_value)
         toolbar.addSpacing(18)
         toolbar.addWidget(self.legend, 1)
-        toolbar.addSpacing(18)
-        toolbar.addWidget(self.readout, 1)
 
         self.empty_label = QLabel(EMPTY_TEXT)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -223,6 +223,7 @@ class MetricsView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(toolbar)
+        layout.addWidget(self.readout)
         layout.addWidget(self._stack, 1)
 
     def _new_plot(self, key: str) -> pg.PlotWidget:

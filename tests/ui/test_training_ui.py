@@ -55,8 +55,12 @@ def test_start_watch_stop_reopen_and_resume(window, tiny_project, qtbot):
     assert record.status == "stopped" and record.last_checkpoint() is not None
     stopped_at = record.last_checkpoint()[0]
 
-    # Reopen the project: the Runs page lists the run and draws its saved curves.
+    # Reopen the project: the settings come back, the Runs page lists the run with its curves.
+    page.form.editors["max_steps"].setValue(1)
     session.open_project(tiny_project)
+    assert page.form.editors["max_steps"].value() == 400 and page.form.editors["batch_size"].value() == 2
+    page.form.editors["max_length"].setValue(300)
+    assert window.sft_page.max_length.value() == 300  # the data page flags against the same length
     window.show_page("Runs")
     runs_page = window.runs_page
     assert runs_page.table.rowCount() == 1 and runs_page.table.item(0, 2).text() == "stopped"

@@ -164,6 +164,7 @@ class TrainPage(QWidget):
         layout.addLayout(body, 1)
 
         self.start_button.clicked.connect(self.start)
+        session.project_changed.connect(self._restore_settings)
         session.project_changed.connect(self._update_enabled)
         session.model_changed.connect(self._update_enabled)
         runs.state_changed.connect(self._update_enabled)
@@ -177,7 +178,17 @@ class TrainPage(QWidget):
             self.hint.setText(f"Check the settings: {error}.")
             return
         self.hint.setText("")
+        self.session.project.set_meta("sft_settings", config.to_dict())  # the next start begins here
         self.runs.start_sft(config)
+
+    @Slot()
+    def _restore_settings(self) -> None:
+        """The settings of the project's last SFT start, or the defaults."""
+        stored = self.session.project.get_meta("sft_settings") if self.session.project else None
+        try:
+            self.form.set_value(SftConfig.from_dict(stored) if stored else SftConfig())
+        except (TypeError, ValueError):
+            self.form.set_value(SftConfig())  # settings from another version that no longer hold
 
     @Slot()
     def _update_enabled(self) -> None:
