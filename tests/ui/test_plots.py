@@ -184,3 +184,13 @@ def test_a_hidden_view_keeps_points_and_draws_them_when_shown(view, qtbot):
     view.show()
     wait_drawn(qtbot, view, 1, "loss/train", 1)
     assert len(view.curve_data(1, "lr")[0]) == 1
+
+
+def test_long_curves_are_clipped_and_downsampled_to_the_pixels_on_screen(view, qtbot):
+    # PlotItem.addItem overrides a curve's own settings, so this checks what actually applies.
+    view.add_points(1, [("loss/train", step, float(step % 7)) for step in range(100_000)])
+    wait_drawn(qtbot, view, 1, "loss/train", 100_000)
+    view.grab()  # paint, which computes what is displayed
+    for curve in view.curve_items(1, "loss/train"):
+        assert curve.opts["clipToView"] and curve.opts["autoDownsample"]
+        assert len(curve.getData()[0]) < 10_000  # what is drawn, not what is stored
