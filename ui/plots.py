@@ -162,6 +162,7 @@ class MetricsView(QWidget):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)  # started by new data, so an idle view costs nothing
         self._interval_ms = max(1, round(1000 / max_redraws_per_s))
+        self._step_range: int | None = None
         self._drew_in_sweep = False
         self._timer.timeout.connect(self._redraw)
         self._build_widgets()
@@ -237,6 +238,7 @@ class MetricsView(QWidget):
         # curve's paint at milliseconds instead of seconds.
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")
+        self._apply_step_range(plot)
         for name in ("left", "bottom"):
             axis = plot.getAxis(name)
             axis.setPen(pg.mkPen(AXIS_PEN))
@@ -347,6 +349,22 @@ class MetricsView(QWidget):
             series.smoothed_to = 0
         self._dirty.update(self._series)
         self._schedule()
+
+    def set_step_range(self, last_step: int | None) -> None:
+        """Fix the x axis to 0..last_step for a live run (None: fit the data again).
+
+        The curve then grows across a steady axis, which shows how far the run has come, and the
+        bottom axis keeps its cached drawing instead of being redrawn at every step."""
+        self._step_range = last_step
+        for plot in self._plots.values():
+            self._apply_step_range(plot.getPlotItem())
+
+    def _apply_step_range(self, plot) -> None:
+        if self._step_range:
+            plot.enableAutoRange(x=False)
+            plot.setXRange(0, self._step_range, padding=0.02)
+        else:
+            plot.enableAutoRange(x=True)
 
     def forget_runs(self) -> None:
         """Drop every run's data and curves but keep the plots (a new live run starts)."""

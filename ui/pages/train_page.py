@@ -88,6 +88,8 @@ class RunMonitor(QWidget):
 
     @Slot(object)
     def _step(self, log: StepLog) -> None:
+        if log.total_steps and log.total_steps != self.progress.maximum():
+            self.plots.set_step_range(log.total_steps)
         if log.total_steps:
             self.progress.setRange(0, log.total_steps)
             self.progress.setValue(log.step)
