@@ -40,9 +40,9 @@ class RunMonitor(QWidget):
         self.progress.setValue(0)
         self.timing = QLabel("")
         # Labels whose text changes every step keep their size, so the plots never relayout.
-        for label in (self.title, self.timing):
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.timing.setMinimumWidth(230)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.timing.setFixedWidth(250)
+        self.timing.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Save a checkpoint and stop; the run can be resumed from the Runs page.")
