@@ -88,6 +88,10 @@ class MainWindow(QMainWindow):
                                            self.save_project_as)
         menu.addSeparator()
         self._action(menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        # The SFT data page's undo stack (its shortcuts work while the page has focus).
+        edit = self.menuBar().addMenu("&Edit")
+        edit.addAction(self.sft_page.undo_action)
+        edit.addAction(self.sft_page.redo_action)
         view = self.menuBar().addMenu("&Go")
         for index, name in enumerate(self.pages):
             self._action(view, name, QKeySequence(f"Ctrl+{index + 1}"), lambda _=False, n=name: self.show_page(n))

@@ -323,3 +323,21 @@ def test_without_a_project_the_page_explains_itself(qtbot):
     qtbot.addWidget(page)
     assert not page.body.isEnabled()
     assert "Open or create a project" in page.summary.text()
+
+
+def test_the_edit_menu_undoes_a_delete_on_the_data_page(window, tiny_project, qtbot):
+    from tests.ui.conftest import menu_action
+
+    project = Project.open(tiny_project)
+    SftStore(project).add_many([chat("Where is it?", "On its way."), chat("Refund?", "Yes.")])
+    project.close()
+    window.session.open_project(tiny_project)
+    window.show_page("SFT data")
+    page = window.sft_page
+    page.table.selectRow(0)
+    page.delete_selected()
+    assert page.store.count() == 1
+    undo = menu_action(window, "Edit", page.undo_action.text().replace("&", ""))
+    assert undo is page.undo_action and undo.text().replace("&", "") == "Undo Delete 1 example"
+    undo.trigger()
+    assert page.store.count() == 2

@@ -78,7 +78,7 @@ class AddExamples(StoreCommand):
 
     def __init__(self, store: SftStore, changed: Changed, failed: Failed, examples: list[list[dict]],
                  source: str = "", text: str | None = None):
-        super().__init__(text or f"Add {len(examples):,} examples", store, changed, failed)
+        super().__init__(text or f"Add {_examples(len(examples))}", store, changed, failed)
         self.examples, self.source = examples, source
         self.ids: list[int] = []
         self.removed: list[StoredExample] = []
@@ -104,7 +104,7 @@ class AddExamples(StoreCommand):
 
 class DeleteExamples(StoreCommand):
     def __init__(self, store: SftStore, changed: Changed, failed: Failed, ids: list[int]):
-        super().__init__(f"Delete {len(ids):,} examples", store, changed, failed)
+        super().__init__(f"Delete {_examples(len(ids))}", store, changed, failed)
         self.ids = ids
         self.removed: list[StoredExample] = []
 
@@ -121,3 +121,7 @@ class DeleteExamples(StoreCommand):
     def _restore(self) -> list[int]:
         self.store.restore(self.removed)
         return self.ids
+
+
+def _examples(count: int) -> str:
+    return "1 example" if count == 1 else f"{count:,} examples"
