@@ -41,7 +41,8 @@ class WorkbenchSession(QObject):
         self.load_task: BackgroundTask | None = None
         self.tasks: list[BackgroundTask] = []  # every running task, so closing can stop them all
         # Reasons not to switch projects now (a run writing to this one), asked before switching.
-        self.switch_blockers: list[Callable[[], str | None]] = []
+        self.switch_blockers: list[Callable[[], str | None]] = [
+            lambda: f"The model is busy ({self.models.busy_with})" if self.models.busy_with else None]
 
     # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
 
@@ -68,6 +69,8 @@ class WorkbenchSession(QObject):
         if self.project is not None and self.project is not project:
             self.project_closing.emit()
             self.project.close()
+            # Adapters are named after their run ids, which the next project reuses.
+            self.models.remove_all_adapters()
         self.project = project
         log.info("opened project %s", project.path)
         interrupted = mark_interrupted(project)  # runs cut off by a crash or kill of this app

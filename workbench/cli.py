@@ -87,6 +87,9 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     from workbench.train.runs import RunControl, mark_interrupted
     from workbench.train.sft import SftConfig, train_sft
 
+    if args.resume is not None and (args.set or args.max_steps is not None):
+        raise WorkbenchError("--set and --max-steps cannot change a resumed run: it continues with its own "
+                             "settings. Start a new run to train with others.")
     project = _open(args.project)
     try:
         try:

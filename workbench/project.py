@@ -389,11 +389,17 @@ class Project:
     def transaction(self) -> Iterator[None]:
         """Group writes so they land together or not at all (an import, a multi-row delete)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:  # e.g. another process holds the file for too long
+                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
             try:
                 yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as error:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
                 raise
-            self._conn.execute("COMMIT")
 

@@ -159,3 +159,70 @@ def test_a_half_written_checkpoint_is_never_used(project, models):
     assert record.last_checkpoint()[0] == 5
     resumed = [log.step for log in train_sft(project, models, resume_run_id=record.id) if log.metrics]
     assert resumed[0] == 6 and not (root / "step-000007.partial").exists()
+
+
+def test_text_rows_train_on_the_whole_text_and_empty_turns_teach_nothing(tmp_path, models):
+    text_only = [{"role": "assistant", "content": REPLY}]
+    example = tokenize_example(models.tokenizer, text_only)
+    learned = models.tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE])
+    assert learned == f"{REPLY}<|im_end|>\n"
+    empty_turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "},
+                  {"role": "user", "content": "ok"}, {"role": "assistant", "content": "Hello there"}]
+    example = tokenize_example(models.tokenizer, empty_turn)
+    assert models.tokenizer.decode([t for t, label in zip(example.input_ids, example.labels)
+                                    if label != IGNORE]) == "Hello there<|im_end|>\n"
+    project = Project.create(tmp_path / "text")
+    SftStore(project).add_many([text_only] * 4)
+    assert list(train_sft(project, models, SftConfig(max_steps=2, **FAST)))[-1].status == "finished"
+
+
+def test_a_new_run_never_reuses_a_folder_left_by_another_project(tmp_path, models):
+    old = Project.create(tmp_path / "demo")
+    SftStore(old).add_many([EXAMPLE] * 4)
+    list(train_sft(old, models, SftConfig(max_steps=2, **FAST)))
+    old.close()
+    (tmp_path / "demo.rlhf").unlink()  # the user deletes the file but not its artifacts folder
+    new = Project.create(tmp_path / "demo")
+    fresh = [{"role": "user", "content": "New question"}, {"role": "assistant", "content": "New answer"}]
+    SftStore(new).add_many([fresh] * 4)
+    list(train_sft(new, models, SftConfig(max_steps=2, **FAST)))
+    snapshot = (RunRecord(new, 1).folder / "examples.jsonl").read_text()
+    assert "New answer" in snapshot and REPLY not in snapshot
+
+
+def test_resume_keeps_texts_with_unicode_line_separators(tmp_path, models):
+    project = Project.create(tmp_path / "u")
+    odd = [{"role": "user", "content": "line\u2028break"}, {"role": "assistant", "content": "para\u2029graph\u0085"}]
+    SftStore(project).add_many([odd] * 4)
+    control = RunControl()
+    for log in train_sft(project, models, SftConfig(max_steps=6, **FAST), control):
+        if log.step == 5 and log.metrics:
+            control.stop()
+    assert list(train_sft(project, models, resume_run_id=log.run_id))[-1].status == "finished"
+
+
+def test_a_busy_model_refuses_a_run_before_any_record_changes(project, models):
+    from workbench.errors import ModelLoadError
+
+    with models.hold("answering in Try it"):
+        with pytest.raises(ModelLoadError, match="busy"):
+            list(train_sft(project, models, SftConfig(max_steps=2, **FAST)))
+    assert project.runs() == []
+
+
+def test_resume_refuses_finished_runs_and_another_base(project, models, tmp_path):
+    from workbench.models.tiny import make_tiny_llama
+
+    finished = list(train_sft(project, models, SftConfig(max_steps=2, **FAST)))[-1].run_id
+    with pytest.raises(TrainingError, match="is finished"):
+        list(train_sft(project, models, resume_run_id=finished))
+    assert RunRecord(project, finished).status == "finished"
+    control = RunControl()
+    control.stop()
+    stopped = list(train_sft(project, models, SftConfig(max_steps=4, **FAST), control))[-1].run_id
+    other = ModelSession()
+    for _ in other.load(ModelSpec(kind="folder", location=str(make_tiny_llama(tmp_path / "other", seed=1)))):
+        pass
+    with pytest.raises(TrainingError, match="load that model"):
+        list(train_sft(project, other, resume_run_id=stopped))
+    assert RunRecord(project, stopped).status == "stopped"

@@ -42,7 +42,7 @@ def test_start_watch_stop_reopen_and_resume(window, tiny_project, qtbot):
                     else False, timeout=60_000)
     assert "loss/validation" in plots.keys() and page.monitor.progress.maximum() == 400
     assert not page.start_button.isEnabled()
-    with pytest.raises(ProjectError, match="training run is in progress"):
+    with pytest.raises(ProjectError, match="busy \\(SFT run|training run is in progress"):
         session.open_project(tiny_project)  # the run writes to this project: it stays open
 
     # Pause holds it; Stop saves a checkpoint and ends it as "stopped".
@@ -116,3 +116,18 @@ def test_out_of_memory_ends_the_run_with_advice_and_the_app_goes_on(window, tiny
     # The base is free again, without the failed adapter, and a new run can start.
     assert session.models.busy_with is None and session.models.peft is None
     assert page.start_button.isEnabled()
+
+
+def test_opening_another_project_drops_the_adapters_of_the_first(window, tiny_project, tmp_path, qtbot):
+    session = prepare(window, tiny_project, qtbot)
+    page = window.train_page
+    page.form.editors["max_steps"].setValue(2)
+    page.start()
+    qtbot.waitUntil(lambda: window.runs.run_id is not None and not window.runs.running, timeout=60_000)
+    assert "sft-run-1" in session.models.adapters
+    other = Project.create(tmp_path / "other")
+    other.close()
+    session.open_project(other.path)
+    # Its run 1 would reuse the name: nothing of the first project's adapter may answer there.
+    assert session.models.adapters == {} and session.models.peft is None
+    assert window.model_page.try_it.source.count() == 1

@@ -83,6 +83,7 @@ class RunsPage(QWidget):
         runs.started.connect(lambda _: self.refresh())
         runs.ended.connect(lambda *_: self.refresh())
         runs.state_changed.connect(self._update_buttons)
+        session.model_changed.connect(self._update_buttons)  # no resume while a model loads
         runs.step.connect(self._follow_active)
         self.refresh()
 
@@ -161,7 +162,7 @@ class RunsPage(QWidget):
     @Slot()
     def resume_selected(self) -> None:
         run = self._selected_summary()
-        if run is None or not run["resumable"] or self.runs.running:
+        if run is None or not run["resumable"] or self.runs.running or self.session.loading:
             return
         if not self.session.models.loaded:
             self.status.setText("Load the base model on the Model page first.")
@@ -181,5 +182,5 @@ class RunsPage(QWidget):
     def _update_buttons(self) -> None:
         run = self._selected_summary()
         self.resume_button.setEnabled(run is not None and run["resumable"] and run["kind"] == "sft"
-                                      and not self.runs.running)
+                                      and not self.runs.running and not self.session.loading)
         self.folder_button.setEnabled(run is not None)

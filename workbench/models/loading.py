@@ -252,6 +252,8 @@ class ModelSession:
         """A new trainable LoRA adapter on the shared base."""
         from peft import get_peft_model
 
+        if name in self.adapters:  # a same-named adapter of another project: replaced, never mixed
+            self.remove_adapter(name)
         if self.peft is None:
             self.peft = get_peft_model(self.model, lora_config, adapter_name=name)
         else:
@@ -274,6 +276,15 @@ class ModelSession:
         except Exception as error:  # noqa: BLE001 - a mismatched adapter gets a message, not a crash
             raise ModelLoadError(f"Could not load the adapter in {folder}: {error}") from error
         self.adapters[name] = Path(folder)
+
+    def remove_all_adapters(self) -> None:
+        """Back to the plain base (another project is opened: its runs reuse the same names)."""
+        if self.busy_with is not None:
+            raise ModelLoadError(f"The model is busy ({self.busy_with}); stop that first.")
+        if self.peft is not None:
+            self.model = self.peft.unload()
+        self.peft = None
+        self.adapters = {}
 
     def remove_adapter(self, name: str) -> None:
         if name in self.adapters and self.peft is not None:

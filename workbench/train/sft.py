@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
-from workbench.config import from_known_fields
+from workbench.config import ModelSpec, from_known_fields
 from workbench.data.sft_store import SftStore
 from workbench.models.loading import ModelSession, free_memory
 from workbench.project import Project
@@ -119,26 +119,46 @@ def train_sft(project: Project, models: ModelSession, config: SftConfig | None =
     control = control or RunControl()
     if models.model is None:
         raise TrainingError("No model is loaded. Load the base model on the Model page first.")
+    # The model first: a busy model (Try it answering) refuses before any run record changes.
+    with models.hold("SFT training"):
+        record, config = _start_or_resume(project, models, config, resume_run_id)
+        models.busy_with = f"SFT run {record.id}"
+        yield from _supervised(project, models, config, record, control)
+
+
+def _start_or_resume(project: Project, models: ModelSession, config: SftConfig | None,
+                     resume_run_id: int | None) -> tuple[RunRecord, SftConfig]:
     if resume_run_id is None:
         config = config or SftConfig()
         record = RunRecord.create(project, KIND, {**config.to_dict(), "base_model": _base_spec(models)})
+        # A folder left by a deleted project of the same name holds someone else's data.
+        shutil.rmtree(record.folder, ignore_errors=True)
         record.log(f"Started on {models.info.name if models.info else 'the loaded model'}.")
-    else:
-        record = RunRecord.open(project, resume_run_id)
-        if record.kind != KIND:
-            raise TrainingError(f"run {resume_run_id} is a {record.kind} run, not an SFT run.")
-        config = SftConfig.from_dict(record.config)
-        record.set_status("running", None)
+        return record, config
+    record = RunRecord.open(project, resume_run_id)
+    if record.kind != KIND:
+        raise TrainingError(f"run {resume_run_id} is a {record.kind} run, not an SFT run.")
+    if record.status not in ("stopped", "failed"):
+        raise TrainingError(f"run {resume_run_id} is {record.status}; only stopped or failed runs resume.")
+    trained_on, loaded = record.config.get("base_model"), _base_spec(models)
+    if trained_on and loaded and trained_on != loaded:
+        raise TrainingError(f"run {resume_run_id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
+                            "load that model to resume it.")
+    record.set_status("running", None)
+    return record, SftConfig.from_dict(record.config)
+
+
+def _supervised(project: Project, models: ModelSession, config: SftConfig, record: RunRecord,
+                control: RunControl) -> Iterator[StepLog]:
+    """Run the trainer and record how it ended, whatever happens."""
     name = adapter_name(record.id)
     try:
-        with models.hold(f"SFT run {record.id}"):
-            try:
-                yield StepLog(record.id, 0, 0, message="Tokenizing the examples...")
-                trainer = _Trainer(project, models, config, record, name)
-                yield from trainer.run(control)
-            finally:
-                trainer_cleanup(models, name, keep_adapter=record.status == "finished",
-                                checkpointing=config.gradient_checkpointing)
+        try:
+            yield StepLog(record.id, 0, 0, message="Tokenizing the examples...")
+            yield from _Trainer(project, models, config, record, name).run(control)
+        finally:
+            trainer_cleanup(models, name, keep_adapter=record.status == "finished",
+                            checkpointing=config.gradient_checkpointing)
     except TrainingError as error:
         _fail(record, str(error))
         raise
@@ -191,7 +211,8 @@ class _Trainer:
         snapshot = self.record.folder / "examples.jsonl"
         if snapshot.is_file():
             train, validation = [], []
-            for line in snapshot.read_text(encoding="utf-8").splitlines():
+            # split on newlines only: splitlines() would also split inside texts at U+2028 etc.
+            for line in filter(None, snapshot.read_text(encoding="utf-8").split("\n")):
                 row = json.loads(line)
                 (train if row["split"] == "train" else validation).append(row["messages"])
             return train, validation

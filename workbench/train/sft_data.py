@@ -39,21 +39,33 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False)
 
 
 def reply_spans(tokenizer, messages: list[dict], text: str) -> list[tuple[int, int]]:
-    """Character spans of `text` that the model should learn to produce."""
+    """Character spans of `text` that the model should learn to produce: each non-empty reply
+    and the end-of-turn text after it (so the model learns to stop)."""
     spans, searched_from = [], 0
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:index], add_generation_prompt=True)
+        if not message["content"].strip():
+            continue  # an empty turn would teach the model to answer with nothing
         through = render(tokenizer, messages[:index + 1])
-        if text.startswith(before) and text.startswith(through):
-            spans.append((len(before), len(through)))
+        # Templates cannot render an empty conversation: a reply with nothing before it (a TRL
+        # "text" row) starts where its content does.
+        before = render(tokenizer, messages[:index], add_generation_prompt=True) if index else None
+        start = len(before) if before is not None and text.startswith(before) else \
+            text.find(message["content"], searched_from)
+        if start >= 0 and text.startswith(through) and len(through) > start:
+            spans.append((start, len(through)))
             searched_from = len(through)
-        else:  # an unusual template: fall back to the reply text itself
-            start = text.find(message["content"], searched_from)
-            if start >= 0:
-                spans.append((start, start + len(message["content"])))
-                searched_from = start + len(message["content"])
+            continue
+        # An unusual template: the reply text itself, plus the end-of-sequence token after it.
+        start = text.find(message["content"], searched_from)
+        if start >= 0:
+            end = start + len(message["content"])
+            eos = getattr(tokenizer, "eos_token", None)
+            if eos and text.startswith(eos, end):
+                end += len(eos)
+            spans.append((start, end))
+            searched_from = end
     return spans
 
 
