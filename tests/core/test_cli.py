@@ -28,6 +28,8 @@ def test_new_then_info_prints_a_json_summary(tmp_path):
     (["info"], "required: project"),
     (["frobnicate"], "invalid choice"),
     (["new", "/definitely/not/here/x"], "does not exist"),
+    (["train", "sft", "/x.rlhf", "--resume", "1", "--set", "seed=1"], "cannot change a resumed run"),
+    (["import", "/definitely/not/here.rlhf", __file__], "Cannot tell the format"),
 ])
 def test_bad_input_is_one_line_and_non_zero(args, message):
     result = workbench(*args)
