@@ -226,3 +226,24 @@ def test_resume_refuses_finished_runs_and_another_base(project, models, tmp_path
     with pytest.raises(TrainingError, match="load that model"):
         list(train_sft(project, other, resume_run_id=stopped))
     assert RunRecord(project, stopped).status == "stopped"
+
+
+def test_a_run_another_process_is_training_is_neither_marked_nor_resumed(project, models):
+    from workbench.train.runs import RunLock
+
+    control = RunControl()
+    control.stop()
+    run_id = list(train_sft(project, models, SftConfig(max_steps=4, **FAST), control))[-1].run_id
+    record = RunRecord(project, run_id)
+    record.set_status("running")  # as another process training it would have it
+    other_process = RunLock(record)
+    assert other_process.acquire()
+    try:
+        assert mark_interrupted(project) == [] and record.status == "running"
+        record.set_status("stopped")
+        with pytest.raises(TrainingError, match="another process"):
+            list(train_sft(project, models, resume_run_id=run_id))
+    finally:
+        other_process.release()
+    record.set_status("running")
+    assert mark_interrupted(project) == [run_id]  # once the lock is gone, it was cut off

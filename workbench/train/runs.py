@@ -231,11 +231,54 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+class RunLock:
+    """Held by the process that trains a run, for as long as it trains.
+
+    A lock file in the run folder, locked with flock: the kernel releases it when the process
+    dies, however it dies, so "running, but nobody holds the lock" means it was cut off.
+    """
+
+    def __init__(self, record: RunRecord):
+        self.path = record.folder / "LOCK"
+        self._handle = None
+
+    def acquire(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: fall back to trusting the status alone
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the lock
+            self._handle = None
+
+    def held_elsewhere(self) -> bool:
+        if not self.path.exists():
+            return False
+        if self.acquire():
+            self.release()
+            return False
+        return True
+
+
 def mark_interrupted(project: Project) -> list[int]:
-    """Runs still marked running/paused when a project is opened were cut off by a crash or kill."""
+    """Runs still marked running/paused when a project is opened were cut off by a crash or kill,
+    unless another process is training them right now (it holds their lock)."""
     ids = []
     for (run_id,) in project.query("SELECT id FROM runs WHERE status IN ('running', 'paused')"):
         record = RunRecord(project, run_id)
+        if RunLock(record).held_elsewhere():
+            continue
         last = record.last_checkpoint()
         where = f"the checkpoint at step {last[0]}" if last else "the start (no checkpoint was saved)"
         record.set_status("stopped", f"Interrupted (the app closed or was killed). Resume continues from {where}.")

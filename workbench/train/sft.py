@@ -27,7 +27,7 @@ from workbench.config import ModelSpec, from_known_fields
 from workbench.data.sft_store import SftStore
 from workbench.models.loading import ModelSession, free_memory
 from workbench.project import Project
-from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
+from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError
 from workbench.train.sft_data import TokenizedExample, collate, tokenize_example
 
 KIND = "sft"
@@ -121,21 +121,38 @@ def train_sft(project: Project, models: ModelSession, config: SftConfig | None =
         raise TrainingError("No model is loaded. Load the base model on the Model page first.")
     # The model first: a busy model (Try it answering) refuses before any run record changes.
     with models.hold("SFT training"):
-        record, config = _start_or_resume(project, models, config, resume_run_id)
+        record, config, lock = _start_or_resume(project, models, config, resume_run_id)
         models.busy_with = f"SFT run {record.id}"
-        yield from _supervised(project, models, config, record, control)
+        try:
+            yield from _supervised(project, models, config, record, control)
+        finally:
+            lock.release()
 
 
 def _start_or_resume(project: Project, models: ModelSession, config: SftConfig | None,
-                     resume_run_id: int | None) -> tuple[RunRecord, SftConfig]:
+                     resume_run_id: int | None) -> tuple[RunRecord, SftConfig, RunLock]:
     if resume_run_id is None:
         config = config or SftConfig()
         record = RunRecord.create(project, KIND, {**config.to_dict(), "base_model": _base_spec(models)})
         # A folder left by a deleted project of the same name holds someone else's data.
         shutil.rmtree(record.folder, ignore_errors=True)
+        lock = RunLock(record)
+        lock.acquire()
         record.log(f"Started on {models.info.name if models.info else 'the loaded model'}.")
-        return record, config
+        return record, config, lock
     record = RunRecord.open(project, resume_run_id)
+    lock = RunLock(record)
+    if not lock.acquire():
+        raise TrainingError(f"run {resume_run_id} is being trained by another process right now.")
+    try:
+        return record, _check_resumable(record, models), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _check_resumable(record: RunRecord, models: ModelSession) -> SftConfig:
+    resume_run_id = record.id
     if record.kind != KIND:
         raise TrainingError(f"run {resume_run_id} is a {record.kind} run, not an SFT run.")
     if record.status not in ("stopped", "failed"):
@@ -145,7 +162,7 @@ def _start_or_resume(project: Project, models: ModelSession, config: SftConfig |
         raise TrainingError(f"run {resume_run_id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
                             "load that model to resume it.")
     record.set_status("running", None)
-    return record, SftConfig.from_dict(record.config)
+    return SftConfig.from_dict(record.config)
 
 
 def _supervised(project: Project, models: ModelSession, config: SftConfig, record: RunRecord,
