@@ -25,3 +25,8 @@ def duration(seconds: float | None) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
+
+
+def plural(count: int, noun: str) -> str:
+    """1 example, 2 examples, 1,234 examples."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

@@ -37,10 +37,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(path: str) -> Project:
-    return Project.open(path)
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     from workbench.data.sft_formats import read_sft_file
     from workbench.data.sft_store import SftStore
@@ -55,7 +51,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.valid_only:
             raise WorkbenchError(f"{len(result.errors)} of {result.total_rows} rows in {Path(args.file).name} "
                                  "are invalid; nothing was imported (add --valid-only to import the others).")
-    project = _open(args.project)
+    project = Project.open(args.project)
     try:
         SftStore(project).add_many(result.examples, source=Path(args.file).name)
     finally:
@@ -69,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workbench.data.sft_formats import write_sft_file
     from workbench.data.sft_store import SftStore
 
-    project = _open(args.project)
+    project = Project.open(args.project)
     try:
         examples = list(SftStore(project).all_messages())
     finally:
@@ -90,7 +86,7 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     if args.resume is not None and (args.set or args.max_steps is not None):
         raise WorkbenchError("--set and --max-steps cannot change a resumed run: it continues with its own "
                              "settings. Start a new run to train with others.")
-    project = _open(args.project)
+    project = Project.open(args.project)
     try:
         try:
             config = with_overrides(SftConfig(), [*args.set, *([f"max_steps={args.max_steps}"]

@@ -31,6 +31,7 @@ def test_rows_show_first_prompt_last_reply_and_flags(store):
     assert store.duplicate_digests() == {rows[twin_a].digest}
     assert store.ids(filter="duplicates") == [twin_a, twin_b]
     assert store.ids(filter="empty") == [empty]
+    assert (store.count(), store.count(filter="empty"), store.count(filter="duplicates")) == (4, 1, 2)
 
 
 def test_search_sort_and_special_characters(store):

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from workbench.data.sft_formats import ImportResult, read_sft_file, write_sft_file
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
+from ui.formatting import plural
 from ui.pages.sft_editor import ExampleEditor
 from ui.qt_models.sft_commands import AddExamples, DeleteExamples, EditExample, StoreCommand
 from ui.qt_models.sft_table import FLAGS, ID, LENGTH, PROMPT, RESPONSE, SORT_KEYS, SOURCE, TOKENS, TURNS, SftTableModel
@@ -41,10 +42,6 @@ EXPORT_CHOICES = [
     for container, suffix in (("JSON Lines", ".jsonl"), ("CSV", ".csv"), ("Parquet", ".parquet"))
 ]
 STYLE = "QLabel#pageSummary, QLabel#sftStatus { color: #555; }"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def error_listing(result: ImportResult) -> str:
@@ -394,8 +391,8 @@ class SftPage(QWidget):
             self.summary.setText("Open or create a project to edit its SFT examples.")
             return
         total = self.store.count()
-        parts = [plural(total, "example"), f"{len(self.store.ids(filter='empty')):,} empty",
-                 plural(len(self.store.ids(filter='duplicates')), "duplicate")]
+        parts = [plural(total, "example"), f"{self.store.count(filter='empty'):,} empty",
+                 plural(self.store.count(filter="duplicates"), "duplicate")]
         if self.model.rowCount() != total:
             parts.append(f"{self.model.rowCount():,} shown")
         self.summary.setText("  ·  ".join(parts))

@@ -17,6 +17,7 @@ from PySide6.QtGui import QUndoCommand
 
 from workbench.data.sft_store import SftStore, StoredExample
 from workbench.errors import WorkbenchError
+from ui.formatting import plural
 
 Changed = Callable[[list[int], bool], None]
 Failed = Callable[[str], None]
@@ -78,7 +79,7 @@ class AddExamples(StoreCommand):
 
     def __init__(self, store: SftStore, changed: Changed, failed: Failed, examples: list[list[dict]],
                  source: str = "", text: str | None = None):
-        super().__init__(text or f"Add {_examples(len(examples))}", store, changed, failed)
+        super().__init__(text or f"Add {plural(len(examples), 'example')}", store, changed, failed)
         self.examples, self.source = examples, source
         self.ids: list[int] = []
         self.removed: list[StoredExample] = []
@@ -104,7 +105,7 @@ class AddExamples(StoreCommand):
 
 class DeleteExamples(StoreCommand):
     def __init__(self, store: SftStore, changed: Changed, failed: Failed, ids: list[int]):
-        super().__init__(f"Delete {_examples(len(ids))}", store, changed, failed)
+        super().__init__(f"Delete {plural(len(ids), 'example')}", store, changed, failed)
         self.ids = ids
         self.removed: list[StoredExample] = []
 
@@ -121,7 +122,3 @@ class DeleteExamples(StoreCommand):
     def _restore(self) -> list[int]:
         self.store.restore(self.removed)
         return self.ids
-
-
-def _examples(count: int) -> str:
-    return "1 example" if count == 1 else f"{count:,} examples"

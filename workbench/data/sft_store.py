@@ -89,8 +89,9 @@ class SftStore:
 
     # ---- reading ---------------------------------------------------------------------------
 
-    def count(self) -> int:
-        return self.project.query("SELECT COUNT(*) FROM sft_examples")[0][0]
+    def count(self, filter: str = "all") -> int:
+        where, params = self._where("", filter)
+        return self.project.query(f"SELECT COUNT(*) FROM sft_examples {where}", params)[0][0]
 
     def ids(self, search: str = "", filter: str = "all", sort: str = "id",
             descending: bool = False) -> list[int]:
