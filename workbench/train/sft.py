@@ -28,7 +28,7 @@ from workbench.data.sft_store import SftStore
 from workbench.models.loading import ModelSession, free_memory
 from workbench.project import Project
 from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError
-from workbench.train.sft_data import TokenizedExample, collate, tokenize_example
+from workbench.train.sft_data import TokenizedExample, collate, predicted_tokens, tokenize_example
 
 KIND = "sft"
 SCHEDULES = ("constant", "linear", "cosine")
@@ -152,14 +152,13 @@ def _start_or_resume(project: Project, models: ModelSession, config: SftConfig |
 
 
 def _check_resumable(record: RunRecord, models: ModelSession) -> SftConfig:
-    resume_run_id = record.id
     if record.kind != KIND:
-        raise TrainingError(f"run {resume_run_id} is a {record.kind} run, not an SFT run.")
+        raise TrainingError(f"run {record.id} is a {record.kind} run, not an SFT run.")
     if record.status not in ("stopped", "failed"):
-        raise TrainingError(f"run {resume_run_id} is {record.status}; only stopped or failed runs resume.")
+        raise TrainingError(f"run {record.id} is {record.status}; only stopped or failed runs resume.")
     trained_on, loaded = record.config.get("base_model"), _base_spec(models)
     if trained_on and loaded and trained_on != loaded:
-        raise TrainingError(f"run {resume_run_id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
+        raise TrainingError(f"run {record.id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
                             "load that model to resume it.")
     record.set_status("running", None)
     return SftConfig.from_dict(record.config)
@@ -318,12 +317,12 @@ class _Trainer:
             step_started = time.monotonic()
             batches = [self.batch(train, step * cfg.grad_accum + k, micro_per_epoch) for k in range(cfg.grad_accum)]
             batches = [collate(b, pad_id) for b in batches]
-            tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+            counts = [predicted_tokens(batch) for batch in batches]
+            tokens = sum(counts)
             loss_sum = 0.0
-            for batch in batches:
+            for batch, batch_tokens in zip(batches, counts):
                 batch = {key: value.to(device) for key, value in batch.items()}
                 out = model(**batch, use_cache=False)
-                batch_tokens = int((batch["labels"][:, 1:] != -100).sum())
                 loss = out.loss * (batch_tokens / max(tokens, 1))
                 if not torch.isfinite(loss):
                     last = record.last_checkpoint()
@@ -384,7 +383,7 @@ class _Trainer:
         with torch.no_grad():
             for start in range(0, len(validation), self.config.batch_size):
                 batch = collate(validation[start:start + self.config.batch_size], pad_id)
-                tokens = int((batch["labels"][:, 1:] != -100).sum())
+                tokens = predicted_tokens(batch)
                 out = model(**{key: value.to(device) for key, value in batch.items()}, use_cache=False)
                 total_loss += out.loss.item() * tokens
                 total_tokens += tokens

@@ -101,3 +101,8 @@ def collate(examples: list[TokenizedExample], pad_id: int):
         labels[row, :length] = torch.tensor(example.labels)
         attention[row, :length] = 1
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def predicted_tokens(batch) -> int:
+    """Tokens the loss is taken over: labelled ones after the causal shift (the first is never predicted)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
