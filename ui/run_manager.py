@@ -86,4 +86,5 @@ class RunManager(QObject):
         self.state_changed.emit()
         if run_id is not None:
             self.ended.emit(run_id, status)
-        self.session.model_changed.emit()  # a finished run adds an adapter to choose from
+        if status == "finished":
+            self.session.adapters_changed.emit()

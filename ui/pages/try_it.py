@@ -81,6 +81,7 @@ class TryItBox(QGroupBox):
         self.prompt.submitted.connect(self.generate)
         session.model_changed.connect(self._update_enabled)
         session.model_changed.connect(self._list_sources)
+        session.adapters_changed.connect(self._list_sources)
         session.project_changed.connect(self._list_sources)
         self._list_sources()
         self._update_enabled()
