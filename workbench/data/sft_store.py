@@ -117,16 +117,17 @@ class SftStore:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def rows(self, ids: Iterable[int]) -> dict[int, SftRow]:
-        ids = list(ids)
-        found: dict[int, SftRow] = {}
+        found = self._select_ids("id, prompt, response, turns, length(messages), source, has_empty, digest", ids)
+        return {row[0]: SftRow(*row[:6], bool(row[6]), row[7]) for row in found}
+
+    def _select_ids(self, columns: str, ids: Iterable[int]) -> list[tuple]:
+        """`columns` of the examples with these ids, in id order."""
+        ids, found = list(ids), []
         for start in range(0, len(ids), 500):  # SQLite limits the number of parameters
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.project.query(
-                    "SELECT id, prompt, response, turns, length(messages), source, has_empty, digest "
-                    f"FROM sft_examples WHERE id IN ({marks})", tuple(chunk)):
-                found[row[0]] = SftRow(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7])
-        return found
+            found += self.project.query(f"SELECT {columns} FROM sft_examples WHERE id IN ({marks})", tuple(chunk))
+        return sorted(found)
 
     def duplicate_digests(self) -> set[str]:
         rows = self.project.query("SELECT digest FROM sft_examples GROUP BY digest HAVING COUNT(*) > 1")
@@ -144,16 +145,8 @@ class SftStore:
             yield json.loads(text)
 
     def stored(self, ids: Iterable[int]) -> list[StoredExample]:
-        ids = list(ids)
-        result = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.project.query(
-                    "SELECT id, messages, source, created_at, updated_at FROM sft_examples "
-                    f"WHERE id IN ({marks}) ORDER BY id", tuple(chunk)):
-                result.append(StoredExample(row[0], json.loads(row[1]), row[2], row[3], row[4]))
-        return result
+        return [StoredExample(row[0], json.loads(row[1]), row[2], row[3], row[4])
+                for row in self._select_ids("id, messages, source, created_at, updated_at", ids)]
 
     # ---- writing: each is one committed step with an exact inverse ------------------------
 
