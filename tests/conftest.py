@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from workbench.config import ModelSpec  # noqa: E402
 from workbench.models.tiny import make_tiny_llama  # noqa: E402
+from workbench.data.prompts import PromptStore  # noqa: E402
 from workbench.project import Project  # noqa: E402
 
 
@@ -45,6 +46,6 @@ def pickle_model_dir(tiny_model_dir, tmp_path) -> Path:
 def tiny_project(tmp_path, tiny_model_dir) -> Path:
     project = Project.create(tmp_path / "tiny.rlhf", name="Tiny")
     project.set_base_model(ModelSpec(kind="folder", location=str(tiny_model_dir)))
-    project.add_prompt("My order hasn't arrived. What should I do?", ["shipping"])
+    PromptStore(project).add("My order hasn't arrived. What should I do?", ["shipping"])
     project.close()
     return project.path

@@ -113,6 +113,43 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     return 0 if log.status == "finished" else 3
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from workbench.config import with_overrides
+    from workbench.data.prompts import PromptStore
+    from workbench.data.response_generation import GenerationConfig, check_sources, generate_responses
+    from workbench.models.loading import ModelSession
+
+    project = Project.open(args.project)
+    try:
+        try:
+            overrides = [f"k={args.k}", *args.set] + ([f"sources={args.source}"] if args.source else [])
+            config = with_overrides(GenerationConfig(), overrides)
+        except ValueError as error:
+            raise WorkbenchError(str(error)) from None
+        check_sources(project, config)
+        spec = project.base_model
+        if spec is None:
+            raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
+        # Prompts no annotator has labeled and that have no responses yet, oldest first.
+        todo = [row.id for row in PromptStore(project).rows(filter="no responses") if not row.labels]
+        todo = todo[:args.limit] if args.limit is not None else todo
+        if not todo:
+            print("every prompt already has responses; nothing to generate")
+            return 0
+        models = ModelSession()
+        for progress in models.load(spec):
+            print(progress.message, file=sys.stderr)
+        made = 0
+        for event in generate_responses(project, models, todo, config):
+            if event.batch_uid:
+                made += 1
+                print(event.message, flush=True)
+    finally:
+        project.close()
+    print(f"generated {config.k} responses for each of {made} prompts")
+    return 0
+
+
 def format_step(log) -> str:
     if not log.metrics:
         return f"run {log.run_id}: {log.message}"
@@ -157,6 +194,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     exp.add_argument("--format", choices=["messages", "prompt-completion", "text"], default="messages",
                      help="TRL's row format (default: messages)")
     exp.set_defaults(func=cmd_export)
+
+    gen = commands.add_parser("generate", help="generate responses to rank for prompts that have none",
+                              description="Generate K responses for each prompt that has no responses yet, "
+                              "with the same code as the ranking page, and save them to rank later.")
+    gen.add_argument("project", help="the project file")
+    gen.add_argument("--k", type=int, default=4, help="responses per prompt, 2 to 6 (default: 4)")
+    gen.add_argument("--limit", type=int, help="at most N prompts")
+    gen.add_argument("--source", metavar="NAMES", help="comma-separated model per pane: base or an adapter "
+                     "such as sft-run-2 (default: base for every pane)")
+    gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a sampling setting, e.g. --set temperature=0.7 or --set max_new_tokens=200")
+    gen.set_defaults(func=cmd_generate)
 
     train = commands.add_parser("train", help="train headlessly (same code and run records as the GUI)",
                                 description="Train on the project's data with its base model.")

@@ -88,6 +88,8 @@ def _convert(key: str, text: str, type_name: str):
             return int(text)
         if type_name.startswith("float"):
             return float(text)
+        if type_name.startswith("tuple"):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
     except ValueError:
         kind = ("true or false" if type_name.startswith("bool") else
                 "a whole number" if type_name.startswith("int") else "a number")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from workbench.config import ModelSpec
+from workbench.data.prompts import PromptStore
 from workbench.data.sft_store import SftStore
 from workbench.errors import ProjectError
 from workbench.paths import DEMO_PROJECT_SEED
@@ -30,8 +31,8 @@ def ensure_demo_project(seed: Path = DEMO_PROJECT_SEED) -> Path:
         project.set_meta("description", data.get("description", ""))
         project.set_base_model(ModelSpec.from_dict(data.get("base_model", {})))
         SftStore(project).add_many(data.get("sft_examples", []), source="demo seed")
-        for prompt in data.get("prompts", []):
-            project.add_prompt(prompt["text"], prompt.get("tags", []))
+        PromptStore(project).add_many(({"messages": p["text"], "tags": p.get("tags", [])}
+                                       for p in data.get("prompts", [])), source="demo seed")
     finally:
         project.close()
     return path

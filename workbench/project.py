@@ -127,6 +127,32 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
         "CREATE INDEX sft_by_digest ON sft_examples(digest)",
         "CREATE INDEX metrics_by_run ON metrics(run_id, step)",
     ],
+    4: [
+        # Labeling (issue 4). Prompts and responses get ids that survive a trip through a
+        # teammate's workbench (uid). A prompt keeps its whole conversation so far (messages:
+        # JSON, the last turn is the user's). Responses come in batches: the K responses made in
+        # one call and ranked together. A ranking ranks one batch; each annotator has at most
+        # one ranking per batch, and remembers the order the responses were shown in.
+        "ALTER TABLE prompts ADD COLUMN uid TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE prompts ADD COLUMN messages TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE prompts ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "UPDATE prompts SET uid = lower(hex(randomblob(16))), "
+        "messages = json_array(json_object('role', 'user', 'content', text))",
+        "CREATE UNIQUE INDEX prompts_by_uid ON prompts(uid)",
+        "ALTER TABLE responses ADD COLUMN uid TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE responses ADD COLUMN batch TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE responses ADD COLUMN position INTEGER NOT NULL DEFAULT 0",
+        "UPDATE responses SET uid = lower(hex(randomblob(16))), batch = 'legacy-' || prompt_id",
+        "CREATE UNIQUE INDEX responses_by_uid ON responses(uid)",
+        "CREATE INDEX responses_by_batch ON responses(batch, position)",
+        "ALTER TABLE rankings ADD COLUMN batch TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE rankings ADD COLUMN shown_order TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE rankings ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE rankings ADD COLUMN updated_at REAL NOT NULL DEFAULT 0",
+        "UPDATE rankings SET batch = 'legacy-' || prompt_id, updated_at = created_at",
+        "DELETE FROM rankings WHERE id NOT IN (SELECT MAX(id) FROM rankings GROUP BY batch, annotator)",
+        "CREATE UNIQUE INDEX rankings_by_batch_annotator ON rankings(batch, annotator)",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 COUNTED_TABLES = ("sft_examples", "prompts", "responses", "rankings", "runs")
@@ -335,11 +361,7 @@ class Project:
     def set_base_model(self, spec: ModelSpec) -> None:
         self.set_meta("base_model", spec.to_dict())
 
-    # ---- records (SFT examples live in workbench.data.sft_store; runs in workbench.train.runs)
-
-    def add_prompt(self, text: str, tags: list[str] = ()) -> int:
-        return self.execute("INSERT INTO prompts(text, tags, created_at) VALUES (?, ?, ?)",
-                           (text, json.dumps(list(tags)), time.time()))
+    # ---- records (SFT examples, prompts and rankings live in workbench.data; runs in workbench.train)
 
     def counts(self) -> dict[str, int]:
         return {table: self.query(f"SELECT COUNT(*) FROM {table}")[0][0] for table in COUNTED_TABLES}

@@ -13,6 +13,7 @@ from workbench.config import ModelSpec
 from workbench.demo_project import ensure_demo_project
 from workbench.errors import ProjectError
 from workbench.paths import DEMO_PROJECT_SEED
+from workbench.data.prompts import PromptStore
 from workbench.data.sft_store import SftStore, derived_columns
 from workbench.project import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Project, artifacts_dir_for
 
@@ -27,7 +28,7 @@ def test_round_trip_keeps_everything(tmp_path):
     assert project.path.name == "p.rlhf" and project.artifacts_dir.is_dir()
     project.set_base_model(spec)
     SftStore(project).add([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
-    project.add_prompt("Where is my parcel?", ["shipping"])
+    PromptStore(project).add("Where is my parcel?", ["shipping"])
     project.close()
 
     reopened = Project.open(tmp_path / "p.rlhf")
@@ -68,14 +69,14 @@ def test_migration_from_format_1_keeps_data_and_a_backup(tmp_path):
     path = tmp_path / "old.rlhf"
     make_format1_file(path)
     project = Project.open(path)
-    assert project.schema_version == SCHEMA_VERSION == 3
+    assert project.schema_version == SCHEMA_VERSION == 4
     rows = project.query("SELECT text, tags FROM prompts")
     assert rows == [("old prompt", "[]")]
     # Format 3 fills the SFT table's derived columns exactly as the store computes them.
     [row] = SftStore(project).rows([1]).values()
     assert (row.prompt, row.response, row.turns, row.has_empty) == ("Where is it?", "It ships today.", 5, True)
     assert row.digest == derived_columns(SftStore(project).messages(1))["digest"]
-    project.add_prompt("new", ["tagged"])  # the new column works
+    PromptStore(project).add("new", ["tagged"])  # the new column works
     project.close()
     backup = tmp_path / "old.rlhf.format1.bak"
     assert backup.is_file()
@@ -119,7 +120,7 @@ def test_a_file_from_a_newer_version_is_refused_unchanged(tmp_path):
 def test_a_damaged_file_is_refused_unchanged(tmp_path):
     project = Project.create(tmp_path / "broken.rlhf")
     for i in range(400):
-        project.add_prompt(f"prompt number {i} " * 10)
+        PromptStore(project).add(f"prompt number {i} " * 10)
     project.close()
     data = bytearray(project.path.read_bytes())
     page = 4096
@@ -149,12 +150,12 @@ def test_killing_the_process_mid_write_loses_nothing_committed(tmp_path):
     Project.create(path).close()
     writer = textwrap.dedent(f"""
         import sys
-        from workbench.data.sft_store import SftStore, derived_columns
-from workbench.project import Project
+        from workbench.data.prompts import PromptStore
+        from workbench.project import Project
         project = Project.open({str(path)!r})
         i = 0
         while True:
-            project.add_prompt("prompt %d " % i + "x" * 500)
+            PromptStore(project).add("prompt %d " % i + "x" * 500)
             i += 1
             print(i, flush=True)
     """)
@@ -177,13 +178,13 @@ from workbench.project import Project
 
 def test_save_as_copies_data_and_artifacts(tmp_path):
     project = Project.create(tmp_path / "a.rlhf")
-    project.add_prompt("kept")
+    PromptStore(project).add("kept")
     (project.artifacts_dir / "adapter.txt").write_text("weights")
     copy = project.save_as(tmp_path / "b")
     assert copy.path == (tmp_path / "b.rlhf").resolve()
     assert copy.counts()["prompts"] == 1 and copy.name == "b"
     assert (artifacts_dir_for(copy.path) / "adapter.txt").read_text() == "weights"
-    copy.add_prompt("only in the copy")
+    PromptStore(copy).add("only in the copy")
     assert project.counts()["prompts"] == 1
     project.close()
     copy.close()

@@ -4,6 +4,8 @@ from ui.app import open_first_project
 from ui.main_window import MainWindow
 from ui.session import WorkbenchSession
 
+from workbench.data.prompts import PromptStore
+
 from .conftest import menu_action
 
 
@@ -18,7 +20,7 @@ def test_new_save_as_open_and_recent_through_the_menus(window, tmp_path, monkeyp
     session = window.session
     assert session.project.path == (tmp_path / "first.rlhf").resolve()
     assert "first" in window.project_label.text() and window.project_page.title.text() == "first"
-    session.project.add_prompt("Where is my parcel?")
+    PromptStore(session.project).add("Where is my parcel?")
 
     choose_file(monkeypatch, tmp_path / "second.rlhf")
     menu_action(window, "File", "Save project as…").trigger()
@@ -39,7 +41,7 @@ def test_new_save_as_open_and_recent_through_the_menus(window, tmp_path, monkeyp
 def test_the_last_project_reopens_at_start(window, tmp_path, monkeypatch, qtbot):
     choose_file(monkeypatch, tmp_path / "kept")
     menu_action(window, "File", "New project…").trigger()
-    window.session.project.add_prompt("saved at once")
+    PromptStore(window.session.project).add("saved at once")
     window.close()  # closes the project too
 
     session = WorkbenchSession()
