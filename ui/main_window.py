@@ -15,6 +15,7 @@ from workbench.errors import WorkbenchError
 from workbench.project import SUFFIX
 from ui.pages.model_page import ModelPage
 from ui.pages.project_page import ProjectPage
+from ui.pages.ranking_page import RankingPage
 from ui.pages.runs_page import RunsPage
 from ui.pages.sft_page import SftPage
 from ui.pages.train_page import TrainPage
@@ -35,6 +36,7 @@ class MainWindow(QMainWindow):
         self.project_page = ProjectPage(session)
         self.model_page = ModelPage(session)
         self.sft_page = SftPage(session)
+        self.rank_page = RankingPage(session)
         self.train_page = TrainPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
         # One maximum length: the SFT data page flags what the Train settings would cut.
@@ -43,7 +45,8 @@ class MainWindow(QMainWindow):
         self.sft_page.max_length.valueChanged.connect(train_length.setValue)
         self.sft_page.max_length.setValue(train_length.value())
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
-                                          "SFT data": self.sft_page, "Train": self.train_page,
+                                          "SFT data": self.sft_page, "Rank": self.rank_page,
+                                          "Train": self.train_page,
                                           "Runs": self.runs_page}
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")

@@ -52,6 +52,7 @@ class RunManager(QObject):
             return train_sft(project, models, config, control, resume_run_id)
 
         self.control, self.run_id, self.last = control, resume_run_id, None
+        self.session.release_model()
         freeze_long_lived_objects()
         self.task = self.session.run_task(factory, on_item=self._on_step, on_error=self.failed.emit,
                                           on_finished=self._on_finished)

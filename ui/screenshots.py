@@ -12,8 +12,9 @@ SAMPLE_PROMPT = "My order hasn't arrived. What should I do?"
 
 def render_screenshots(project: Path, outdir: Path, load_model: bool = True, prompt: str = SAMPLE_PROMPT,
                        size: tuple[int, int] = (1280, 820), train_steps: int = 0) -> list[Path]:
-    """One PNG per page. With `train_steps`, a short SFT run is made first, on a temporary copy
-    of the project (never on the user's file), so the Train and Runs pages show real curves."""
+    """One PNG per page. With a model, the pages work on a temporary copy of the project (never
+    on the user's file): the Rank page generates and ranks, and with `train_steps` a short SFT
+    run is made first, so the Train and Runs pages show real curves."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from ui.app import application
     from ui.main_window import MainWindow
@@ -24,7 +25,7 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
     application()
     session = WorkbenchSession(remember_projects=False)
     session.open_project(project)
-    if train_steps and load_model:
+    if load_model:
         import tempfile
 
         scratch = Path(tempfile.mkdtemp(prefix="workbench-screenshots-"))
@@ -47,6 +48,7 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
             wait_until(lambda: not try_it.generating, timeout_s=300)
             if train_steps:
                 train_for_screenshots(window, train_steps)
+            rank_for_screenshots(window)
         if window.sft_page.model.rowCount() > 0:
             window.sft_page.table.selectRow(0)
         outdir.mkdir(parents=True, exist_ok=True)
@@ -75,3 +77,20 @@ def train_for_screenshots(window, steps: int) -> None:
     wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
     wait_until(lambda: not window.runs.running, timeout_s=1800)
     wait_until(lambda: False, 0.3)  # the plots redraw on a timer
+
+
+def rank_for_screenshots(window) -> None:
+    """Label the first prompt, then show the next one with its responses ready and one pick made."""
+    from ui.waiting import wait_until
+
+    page = window.rank_page
+    page.set_annotator("screenshots", remember=False)
+    page.settings.max_tokens.setValue(120)
+    page.settings.seed.setValue(0)
+    window.show_page("Rank")
+    wait_until(lambda: page.batch is not None, timeout_s=600)
+    for pane in (2, 1, 4):
+        page.pick(pane - 1)
+    wait_until(lambda: page.batch is not None, timeout_s=600)
+    page.pick(1)
+    wait_until(lambda: False, 0.3)

@@ -44,6 +44,9 @@ class WorkbenchSession(QObject):
         # Reasons not to switch projects now (a run writing to this one), asked before switching.
         self.switch_blockers: list[Callable[[], str | None]] = [
             lambda: f"The model is busy ({self.models.busy_with})" if self.models.busy_with else None]
+        # Background model work that may simply be dropped (responses made ahead of the
+        # annotator): each callable stops it and waits until the model is free.
+        self.model_releasers: list[Callable[[], None]] = []
 
     # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
 
@@ -60,7 +63,13 @@ class WorkbenchSession(QObject):
             self._check_can_switch()
             self._switch_to(self.project.save_as(path))
 
+    def release_model(self) -> None:
+        """Free the model from optional background work before a job that needs it."""
+        for release in self.model_releasers:
+            release()
+
     def _check_can_switch(self) -> None:
+        self.release_model()
         for blocker in self.switch_blockers:
             reason = blocker()
             if reason:

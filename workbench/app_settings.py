@@ -52,3 +52,15 @@ def last_project() -> Path | None:
         return Path(value)
     return None
 
+
+
+def annotator() -> str:
+    """The name labels are committed under on this machine ('' until the user gives one)."""
+    value = _load().get("annotator", "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def set_annotator(name: str) -> None:
+    data = _load()
+    data["annotator"] = name.strip()
+    _save(data)

@@ -38,30 +38,103 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    name = Path(args.file).name
+
+    def show(errors) -> None:  # the first ten bad rows, so the user can fix the file
+        for error in errors[:10]:
+            print(f"  {error}", file=sys.stderr)
+        if len(errors) > 10:
+            print(f"  ... and {len(errors) - 10} more", file=sys.stderr)
+
+    def counts(summary: dict) -> str:
+        return (f"{summary['prompts_added']} prompts, {summary['batches_added']} batches and "
+                f"{summary['rankings_added']} rankings added, {summary['rankings_updated']} rankings updated, "
+                f"{summary['rankings_unchanged'] + summary['rankings_kept']} unchanged")
+
+    if args.kind == "pack":
+        from workbench.data.packs import import_pack
+
+        if args.valid_only:
+            raise WorkbenchError("--valid-only does not apply to packs: a pack is imported whole or not at all.")
+        project = Project.open(args.project)
+        try:
+            summary = import_pack(project, args.file)
+        finally:
+            project.close()
+        print(f"merged {name}: {counts(summary)}")
+        return 0
+    if args.kind == "prefs":
+        from workbench.data.pref_formats import PreferenceImportError, import_preferences
+
+        project = Project.open(args.project)
+        try:
+            summary = import_preferences(project, args.file, valid_only=args.valid_only)
+        except PreferenceImportError as error:
+            show(error.errors)
+            raise WorkbenchError(f"{len(error.errors)} rows in {name} cannot be imported; nothing was imported "
+                                 "(add --valid-only to import the others).") from None
+        finally:
+            project.close()
+        skipped = f", skipped {summary['skipped']} invalid rows" if summary["skipped"] else ""
+        print(f"imported {summary['rows'] - summary['skipped']} preference rows ({summary['format']}) "
+              f"from {name}: {counts(summary)}{skipped}")
+        return 0
+
     from workbench.data.sft_formats import read_sft_file
     from workbench.data.sft_store import SftStore
 
     result = read_sft_file(args.file)
     if result.errors:
-        for error in result.errors[:10]:
-            print(f"  {error}", file=sys.stderr)
-        more = len(result.errors) - 10
-        if more > 0:
-            print(f"  ... and {more} more", file=sys.stderr)
+        show(result.errors)
         if not args.valid_only:
-            raise WorkbenchError(f"{len(result.errors)} of {result.total_rows} rows in {Path(args.file).name} "
+            raise WorkbenchError(f"{len(result.errors)} of {result.total_rows} rows in {name} "
                                  "are invalid; nothing was imported (add --valid-only to import the others).")
     project = Project.open(args.project)
     try:
-        SftStore(project).add_many(result.examples, source=Path(args.file).name)
+        SftStore(project).add_many(result.examples, source=name)
     finally:
         project.close()
-    print(f"imported {len(result.examples)} SFT examples from {Path(args.file).name}"
+    print(f"imported {len(result.examples)} SFT examples from {name}"
           + (f", skipped {len(result.errors)} invalid rows" if result.errors else ""))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # One --format option serves two kinds: check that the format given fits the kind.
+    fits = {"sft": ("messages", "prompt-completion", "text"),
+            "prefs": ("standard", "conversational", "kway"), "pack": ()}[args.kind]
+    if args.format is not None and args.format not in fits:
+        raise WorkbenchError(f"--format {args.format} does not fit --kind {args.kind}; "
+                             + (f"use one of {', '.join(fits)}." if fits else "packs have one format."))
+    fmt = args.format or (fits[0] if fits else None)
+    if args.labels and args.kind != "pack":
+        raise WorkbenchError("--labels applies to --kind pack only.")
+    if args.annotator is not None and args.kind == "sft":
+        raise WorkbenchError("--annotator applies to --kind prefs and --kind pack only.")
+    if args.annotator is not None and args.kind == "pack" and not args.labels:
+        raise WorkbenchError("--annotator chooses whose labels go into the pack; add --labels.")
+
+    if args.kind == "prefs":
+        from workbench.data.pref_formats import write_preferences
+
+        project = Project.open(args.project)
+        try:
+            count = write_preferences(project, args.out, fmt, annotator=args.annotator)
+        finally:
+            project.close()
+        print(f"exported {count} preference rows ({fmt}) to {args.out}")
+        return 0
+    if args.kind == "pack":
+        from workbench.data.packs import export_pack
+
+        project = Project.open(args.project)
+        try:
+            count = export_pack(project, args.out, with_labels=args.labels, annotator=args.annotator)
+        finally:
+            project.close()
+        print(f"exported {count} prompts to {args.out}" + (" with labels" if args.labels else ""))
+        return 0
+
     from workbench.data.sft_formats import write_sft_file
     from workbench.data.sft_store import SftStore
 
@@ -70,7 +143,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         examples = list(SftStore(project).all_messages())
     finally:
         project.close()
-    count = write_sft_file(examples, args.out, args.format)
+    count = write_sft_file(examples, args.out, fmt)
     print(f"exported {count} SFT examples to {args.out}")
     return 0
 
@@ -141,7 +214,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(progress.message, file=sys.stderr)
         made = 0
         for event in generate_responses(project, models, todo, config):
-            if event.batch_uid:
+            if event.saved:
                 made += 1
                 print(event.message, flush=True)
     finally:
@@ -177,22 +250,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
     imp = commands.add_parser("import", help="import data into a project",
                               description="Import SFT examples from JSONL (TRL's messages, prompt/completion or "
-                              "text rows), CSV, Parquet or a datasets folder. Invalid rows are listed with "
-                              "their line or row number and nothing is imported unless --valid-only is given.")
+                              "text rows), CSV, Parquet or a datasets folder; preferences (--kind prefs) from "
+                              "JSONL, a JSON array or Parquet: TRL's standard or conversational pairs, "
+                              "Anthropic HH transcripts or K-way rankings; or merge a labeling pack "
+                              "(--kind pack). Invalid rows are listed with their line or row number and "
+                              "nothing is imported unless --valid-only is given.")
     imp.add_argument("project", help="the project file")
     imp.add_argument("file", help="the file or datasets folder to read")
-    imp.add_argument("--kind", choices=["sft"], default="sft", help="what the file holds (default: sft)")
+    imp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft",
+                     help="what the file holds: SFT examples, preferences, or a labeling pack (default: sft)")
     imp.add_argument("--valid-only", action="store_true", help="import the valid rows and skip the invalid ones")
     imp.set_defaults(func=cmd_import)
 
     exp = commands.add_parser("export", help="export data from a project",
-                              description="Export SFT examples; the container follows OUT's suffix: .jsonl, "
-                              ".csv, .parquet, or a folder (a datasets save_to_disk folder).")
+                              description="Export SFT examples (container from OUT's suffix: .jsonl, .csv, "
+                              ".parquet, or a folder saved with datasets), preferences (--kind prefs: .jsonl, "
+                              ".json or .parquet), or a labeling pack for teammates (--kind pack, e.g. "
+                              "team.rlhfpack).")
     exp.add_argument("project", help="the project file")
     exp.add_argument("out", help="the file or folder to write")
-    exp.add_argument("--kind", choices=["sft"], default="sft", help="what to export (default: sft)")
-    exp.add_argument("--format", choices=["messages", "prompt-completion", "text"], default="messages",
-                     help="TRL's row format (default: messages)")
+    exp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft", help="what to export (default: sft)")
+    exp.add_argument("--format", choices=["messages", "prompt-completion", "text", "standard", "conversational",
+                                          "kway"],
+                     help="row format: for sft messages (default), prompt-completion or text; for prefs "
+                     "standard (default), conversational or kway")
+    exp.add_argument("--labels", action="store_true", help="packs: include the rankings")
+    exp.add_argument("--annotator", metavar="NAME", help="prefs and packs: only this annotator's rankings")
     exp.set_defaults(func=cmd_export)
 
     gen = commands.add_parser("generate", help="generate responses to rank for prompts that have none",

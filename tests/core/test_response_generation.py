@@ -38,9 +38,9 @@ def project(tmp_path, tiny_model_dir):
 def test_each_prompt_streams_then_saves_one_batch_with_what_made_it(project, models):
     ids = [row.id for row in PromptStore(project).rows()]
     events = list(generate_responses(project, models, ids[:2], SHORT))
-    saved = [e for e in events if e.batch_uid]
+    saved = [e for e in events if e.saved]
     assert [e.prompt_id for e in saved] == ids[:2]
-    streamed = [e for e in events if e.prompt_id == ids[0] and not e.batch_uid]
+    streamed = [e for e in events if e.prompt_id == ids[0] and not e.saved]
     assert len(streamed) >= 1 and all(len(e.texts) == 3 for e in streamed)
     batch = RankingStore(project).latest_batch(ids[0])
     assert [r.position for r in batch.responses] == [0, 1, 2]

@@ -111,6 +111,7 @@ class TryItBox(QGroupBox):
     def generate(self) -> None:
         if self.generating or not self.session.models.loaded or not self.prompt.toPlainText().strip():
             return
+        self.session.release_model()
         models, messages, settings = self.session.models, self.messages(), self.settings()
         adapter, folder = self.source.currentData() or (None, None)
 

@@ -10,6 +10,7 @@ crash never leaves half-written responses to rank.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,9 +66,10 @@ class GenerationEvent:
     prompt_id: int
     index: int
     total: int
-    texts: tuple[str, ...] = ()
+    batch_uid: str = ""             # the uid the batch is saved under (known from the start, so
+    texts: tuple[str, ...] = ()     # the page can show the streaming responses in blind order)
     finished: tuple[bool, ...] = ()
-    batch_uid: str | None = None       # set once the batch is saved
+    saved: bool = False             # the last event of a prompt: its batch is in the project
     message: str = ""
     sources: tuple[str, ...] = field(default=())
 
@@ -109,7 +111,7 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
         settings = SamplingSettings(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
                                     max_new_tokens=config.max_new_tokens,
                                     repetition_penalty=config.repetition_penalty, seed=seed)
-        last = None
+        last, batch_uid = None, uuid.uuid4().hex
         with models.hold("generating responses"):
             for name in set(sources) - {BASE}:
                 models.load_adapter(name, known[name])
@@ -118,7 +120,7 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
             for update in stream_batch(model, models.tokenizer, messages, config.k, settings,
                                        adapter_names, should_stop):
                 last = update
-                yield GenerationEvent(prompt_id, index, total, update.texts, update.finished,
+                yield GenerationEvent(prompt_id, index, total, batch_uid, update.texts, update.finished,
                                       sources=tuple(sources))
         if should_stop() or last is None or not last.done:
             return  # stopped mid-prompt: nothing half-made is saved
@@ -127,10 +129,10 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
                            tokens=last.tokens[row], **asdict(settings))
                       for row, source in enumerate(sources)]
         try:
-            batch = rankings.add_batch(prompt_id, list(last.texts), generators)
+            rankings.add_batch(prompt_id, list(last.texts), generators, batch_uid)
         except WorkbenchError:
             continue  # the prompt was deleted while its responses were being made
-        yield GenerationEvent(prompt_id, index, total, last.texts, last.finished, batch.uid,
+        yield GenerationEvent(prompt_id, index, total, batch_uid, last.texts, last.finished, True,
                               f"Generated {config.k} responses for prompt {index + 1} of {total}.",
                               tuple(sources))
 
