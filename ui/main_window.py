@@ -18,6 +18,7 @@ from ui.pages.project_page import ProjectPage
 from ui.pages.ranking_page import RankingPage
 from ui.pages.runs_page import RunsPage
 from ui.pages.sft_page import SftPage
+from ui.pages.team_page import TeamPage
 from ui.pages.train_page import TrainPage
 from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
@@ -37,6 +38,7 @@ class MainWindow(QMainWindow):
         self.model_page = ModelPage(session)
         self.sft_page = SftPage(session)
         self.rank_page = RankingPage(session)
+        self.team_page = TeamPage(session)
         self.train_page = TrainPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
         # One maximum length: the SFT data page flags what the Train settings would cut.
@@ -46,7 +48,7 @@ class MainWindow(QMainWindow):
         self.sft_page.max_length.setValue(train_length.value())
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
                                           "SFT data": self.sft_page, "Rank": self.rank_page,
-                                          "Train": self.train_page,
+                                          "Team": self.team_page, "Train": self.train_page,
                                           "Runs": self.runs_page}
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
@@ -70,6 +72,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(label)
 
         self.project_page.open_requested.connect(self.open_project)
+        self.team_page.open_prompt.connect(self.review_prompt)
         session.project_changed.connect(self._update_status)
         session.project_changed.connect(self._rebuild_recent_menu)
         session.model_changed.connect(self._update_status)
@@ -79,6 +82,10 @@ class MainWindow(QMainWindow):
 
     def show_page(self, name: str) -> None:
         self.nav.setCurrentRow(list(self.pages).index(name))
+
+    def review_prompt(self, prompt_id: int) -> None:
+        self.show_page("Rank")
+        self.rank_page.show_prompt(prompt_id)
 
     # ---- menus ----------------------------------------------------------------------------
 

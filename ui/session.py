@@ -32,6 +32,7 @@ class WorkbenchSession(QObject):
     model_loading = Signal(object)  # Progress
     model_changed = Signal()  # loaded, unloaded, or a load ended (models.info tells which)
     model_failed = Signal(str)
+    project_data_changed = Signal()  # records were imported or merged outside the page showing them
     adapters_changed = Signal()  # a run finished with an adapter, so there is one more to choose from
 
     def __init__(self, parent: QObject | None = None, remember_projects: bool = True):

@@ -154,6 +154,7 @@ class RankingPage(QWidget):
         self.queue.state_changed.connect(self._update_progress)
         session.project_changed.connect(self._project_changed)
         session.project_closing.connect(self.queue.stop_now)
+        session.project_data_changed.connect(self._prompts_changed)
         session.model_changed.connect(self._queue_ahead)
         session.adapters_changed.connect(self._sources_changed)
         self._project_changed()
@@ -557,6 +558,9 @@ class RankingPage(QWidget):
 
     @Slot()
     def _prompts_changed(self) -> None:
+        self.prompts.set_store(self.prompts.store, self.annotator)  # new tags and prompts too
+        if self.session.project is None:
+            return
         if self.prompt_id is not None and PromptStore(self.session.project).row(self.prompt_id) is None:
             self.prompt_id = None
             self.go_to_next_unlabeled()
