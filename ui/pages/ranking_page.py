@@ -256,7 +256,8 @@ class RankingPage(QWidget):
         self.board.setFocus()
 
     def hideEvent(self, event: QHideEvent) -> None:
-        # Leave the model free for the page the user went to; what is made so far is kept.
+        # Leave the model free for the page the user went to. Batches already made are saved;
+        # the prompt in progress is dropped and made again when the page is shown.
         self.queue.wanted = []
         if self.queue.task is not None:
             self.queue.task.stop()
