@@ -56,8 +56,9 @@ class GenerationQueue(QObject):
     def stop_now(self) -> None:
         """Drop the queue and wait for the model to be free (the prompt in progress is discarded)."""
         self.wanted = []
-        if self.task is not None:
-            self.task.wait(30_000)
+        if self.task is not None and self.task.wait(30_000):
+            self.task, self.prompt_id = None, None  # its finished report arrives later and is ignored
+            self.state_changed.emit()
 
     def pending(self) -> list[int]:
         return ([self.prompt_id] if self.running else []) + [p for p in self.wanted if p != self.prompt_id]
@@ -81,9 +82,11 @@ class GenerationQueue(QObject):
         self.forced.discard(prompt_id)
         project, models, config = self.session.project, self.session.models, self.config
         self.prompt_id, self.started_at = prompt_id, time.monotonic()
-        self.task = self.session.run_task(
+        task = self.session.run_task(
             lambda should_stop: generate_responses(project, models, [prompt_id], config, should_stop),
-            on_item=self._on_event, on_error=self._on_error, on_finished=self._on_finished)
+            on_item=self._on_event, on_error=self._on_error,
+            on_finished=lambda outcome: self._on_finished(task, outcome))
+        self.task = task
         self.state_changed.emit()
 
     def _on_event(self, event: GenerationEvent) -> None:
@@ -96,8 +99,8 @@ class GenerationQueue(QObject):
         self.error = message  # e.g. the model is busy training: wait for the page to ask again
         self.failed.emit(message)
 
-    def _on_finished(self, outcome: str) -> None:
-        self.task, self.prompt_id = None, None
+    def _on_finished(self, task: BackgroundTask, outcome: str) -> None:
+        if task is self.task:
+            self.task, self.prompt_id = None, None
         self.state_changed.emit()
-        if outcome == "done":
-            self._start_next()
+        self._start_next()  # a stop empties the queue first, and a failure sets self.error

@@ -136,3 +136,28 @@ def test_no_model_says_so_and_keys_do_nothing(window, tiny_project, qtbot):
     qtbot.keyClick(page.board, Qt.Key.Key_1)
     qtbot.keyClick(page.board, Qt.Key.Key_Return)
     assert window.session.project.counts()["rankings"] == 0
+
+
+def test_drag_reorders_r_makes_new_responses_and_a_busy_model_is_reported(window, tiny_project, qtbot):
+    page = prepare(window, tiny_project, qtbot)
+    qtbot.waitUntil(lambda: page.batch is not None, timeout=30_000)
+    page.auto_submit.setChecked(False)
+    press(qtbot, page, Qt.Key.Key_1, Qt.Key.Key_3)
+    assert [page.strip.item(i).text().strip() for i in range(page.strip.count())] == ["1", "3", "2"]
+    page.strip.model().moveRow(page.strip.rootIndex(), 1, page.strip.rootIndex(), 0)  # a drag of "3" to the front
+    assert page.draft.groups == [[2], [0], [1]] and page.panes[2].place.text() == "1st"
+
+    old = page.batch.uid
+    press(qtbot, page, Qt.Key.Key_R)
+    assert page.batch is None  # the panes wait for the new responses
+    qtbot.waitUntil(lambda: page.batch is not None, timeout=30_000)
+    assert page.batch.uid != old and page.draft.groups == []
+    assert len(RankingStore(window.session.project).latest_batch(page.prompt_id).responses) == 3
+
+    # Another job holds the model: generation says so instead of hanging, and retries later.
+    window.session.release_model()  # what a training run does first: stop making responses ahead
+    with window.session.models.hold("SFT training"):
+        press(qtbot, page, Qt.Key.Key_R)
+        qtbot.waitUntil(lambda: "busy" in page.status.text(), timeout=10_000)
+    press(qtbot, page, Qt.Key.Key_Right, Qt.Key.Key_Left)  # moving on asks again
+    qtbot.waitUntil(lambda: page.batch is not None, timeout=30_000)

@@ -344,7 +344,8 @@ class RankingPage(QWidget):
         for pane, position in zip(self.panes, self.order):
             response = self.batch.responses[position]
             source = response.generator.get("source", "") if labeled and self.reveal.isChecked() else ""
-            pane.show_response(response.text, tokens=response.generator.get("tokens"), source=source)
+            pane.show_response(response.text, tokens=response.generator.get("tokens"), source=source,
+                               cut_off=not response.generator.get("finished", True))
         self._update_draft_view()
 
     def _build_panes(self, k: int) -> None:

@@ -63,10 +63,10 @@ class ResponsePane(QFrame):
         self._shown = None
 
     def show_response(self, text: str, streaming: bool = False, tokens: int | None = None,
-                      source: str = "") -> None:
-        if (text, streaming, tokens, source) == self._shown:
+                      source: str = "", cut_off: bool = False) -> None:
+        if (text, streaming, tokens, source, cut_off) == self._shown:
             return
-        self._shown = (text, streaming, tokens, source)
+        self._shown = (text, streaming, tokens, source, cut_off)
         scroll = self.text.verticalScrollBar()
         at_end = scroll.value() >= scroll.maximum() - 4
         self.text.setMarkdown(text)
@@ -76,6 +76,8 @@ class ResponsePane(QFrame):
         parts = [f"{words:,} words", f"{len(text):,} chars"] + ([f"{tokens:,} tokens"] if tokens else [])
         if streaming:
             parts.append("writing…")
+        if cut_off:
+            parts.append("cut off at max tokens")
         if source:
             parts.append(f"model: {source}")
         self.footer.setText(" · ".join(parts))
