@@ -9,11 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.project import SUFFIX, Project
+
+
+@contextmanager
+def opened(path) -> Iterator[Project]:
+    """The project at `path`, closed afterwards whatever happens."""
+    project = Project.open(path)
+    try:
+        yield project
+    finally:
+        project.close()
+
+
+def load_base_model(project: Project):
+    """The project's base model, loaded with its progress on stderr."""
+    from workbench.models.loading import ModelSession
+
+    spec = project.base_model
+    if spec is None:
+        raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
+    models = ModelSession()
+    for progress in models.load(spec):
+        print(progress.message, file=sys.stderr)
+    return models
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -29,11 +53,8 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    project = Project.open(args.project)
-    try:
+    with opened(args.project) as project:
         print(json.dumps(project.summary(), indent=2))
-    finally:
-        project.close()
     return 0
 
 
@@ -56,25 +77,20 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         if args.valid_only:
             raise WorkbenchError("--valid-only does not apply to packs: a pack is imported whole or not at all.")
-        project = Project.open(args.project)
-        try:
+        with opened(args.project) as project:
             summary = import_pack(project, args.file)
-        finally:
-            project.close()
         print(f"merged {name}: {counts(summary)}")
         return 0
     if args.kind == "prefs":
         from workbench.data.pref_formats import PreferenceImportError, import_preferences
 
-        project = Project.open(args.project)
-        try:
-            summary = import_preferences(project, args.file, valid_only=args.valid_only)
-        except PreferenceImportError as error:
-            show(error.errors)
-            raise WorkbenchError(f"{len(error.errors)} rows in {name} cannot be imported; nothing was imported "
-                                 "(add --valid-only to import the others).") from None
-        finally:
-            project.close()
+        with opened(args.project) as project:
+            try:
+                summary = import_preferences(project, args.file, valid_only=args.valid_only)
+            except PreferenceImportError as error:
+                show(error.errors)
+                raise WorkbenchError(f"{len(error.errors)} rows in {name} cannot be imported; nothing was "
+                                     "imported (add --valid-only to import the others).") from None
         skipped = f", skipped {summary['skipped']} invalid rows" if summary["skipped"] else ""
         print(f"imported {summary['rows'] - summary['skipped']} preference rows ({summary['format']}) "
               f"from {name}: {counts(summary)}{skipped}")
@@ -89,11 +105,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.valid_only:
             raise WorkbenchError(f"{len(result.errors)} of {result.total_rows} rows in {name} "
                                  "are invalid; nothing was imported (add --valid-only to import the others).")
-    project = Project.open(args.project)
-    try:
+    with opened(args.project) as project:
         SftStore(project).add_many(result.examples, source=name)
-    finally:
-        project.close()
     print(f"imported {len(result.examples)} SFT examples from {name}"
           + (f", skipped {len(result.errors)} invalid rows" if result.errors else ""))
     return 0
@@ -117,32 +130,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.kind == "prefs":
         from workbench.data.pref_formats import write_preferences
 
-        project = Project.open(args.project)
-        try:
+        with opened(args.project) as project:
             count = write_preferences(project, args.out, fmt, annotator=args.annotator)
-        finally:
-            project.close()
         print(f"exported {count} preference rows ({fmt}) to {args.out}")
         return 0
     if args.kind == "pack":
         from workbench.data.packs import export_pack
 
-        project = Project.open(args.project)
-        try:
+        with opened(args.project) as project:
             count = export_pack(project, args.out, with_labels=args.labels, annotator=args.annotator)
-        finally:
-            project.close()
         print(f"exported {count} prompts to {args.out}" + (" with labels" if args.labels else ""))
         return 0
 
     from workbench.data.sft_formats import write_sft_file
     from workbench.data.sft_store import SftStore
 
-    project = Project.open(args.project)
-    try:
+    with opened(args.project) as project:
         examples = list(SftStore(project).all_messages())
-    finally:
-        project.close()
     count = write_sft_file(examples, args.out, fmt)
     print(f"exported {count} SFT examples to {args.out}")
     return 0
@@ -152,27 +156,20 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     import signal
 
     from workbench.config import with_overrides
-    from workbench.models.loading import ModelSession
     from workbench.train.runs import RunControl, mark_interrupted
     from workbench.train.sft import SftConfig, train_sft
 
     if args.resume is not None and (args.set or args.max_steps is not None):
         raise WorkbenchError("--set and --max-steps cannot change a resumed run: it continues with its own "
                              "settings. Start a new run to train with others.")
-    project = Project.open(args.project)
-    try:
+    with opened(args.project) as project:
         try:
             config = with_overrides(SftConfig(), [*args.set, *([f"max_steps={args.max_steps}"]
                                                                if args.max_steps is not None else [])])
         except ValueError as error:
             raise WorkbenchError(str(error)) from None
-        spec = project.base_model
-        if spec is None:
-            raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
         mark_interrupted(project)
-        models = ModelSession()
-        for progress in models.load(spec):
-            print(progress.message, file=sys.stderr)
+        models = load_base_model(project)
         control = RunControl()
         # The first Ctrl+C asks the run to save a checkpoint and stop; a second one interrupts.
         previous = signal.signal(signal.SIGINT, lambda *_: (control.stop(), signal.signal(signal.SIGINT, previous)))
@@ -181,8 +178,6 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
                 print(format_step(log), flush=True)
         finally:
             signal.signal(signal.SIGINT, previous)
-    finally:
-        project.close()
     return 0 if log.status == "finished" else 3
 
 
@@ -190,35 +185,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from workbench.config import with_overrides
     from workbench.data.prompts import PromptStore
     from workbench.data.response_generation import GenerationConfig, check_sources, generate_responses
-    from workbench.models.loading import ModelSession
 
-    project = Project.open(args.project)
-    try:
+    with opened(args.project) as project:
         try:
             overrides = [f"k={args.k}", *args.set] + ([f"sources={args.source}"] if args.source else [])
             config = with_overrides(GenerationConfig(), overrides)
         except ValueError as error:
             raise WorkbenchError(str(error)) from None
         check_sources(project, config)
-        spec = project.base_model
-        if spec is None:
-            raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
         # Prompts no annotator has labeled and that have no responses yet, oldest first.
         todo = [row.id for row in PromptStore(project).rows(filter="no responses") if not row.labels]
         todo = todo[:args.limit] if args.limit is not None else todo
         if not todo:
             print("every prompt already has responses; nothing to generate")
             return 0
-        models = ModelSession()
-        for progress in models.load(spec):
-            print(progress.message, file=sys.stderr)
+        models = load_base_model(project)
         made = 0
         for event in generate_responses(project, models, todo, config):
             if event.saved:
                 made += 1
                 print(event.message, flush=True)
-    finally:
-        project.close()
     print(f"generated {config.k} responses for each of {made} prompts")
     return 0
 

@@ -10,19 +10,10 @@ from workbench.data.response_generation import GenerationConfig, available_sourc
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
 from workbench.models.generation import SamplingSettings, stream_batch
-from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.sft import SftConfig, train_sft
 
 SHORT = GenerationConfig(k=3, max_new_tokens=12, seed=7)
-
-
-@pytest.fixture
-def models(tiny_model_dir):
-    session = ModelSession()
-    for _ in session.load(ModelSpec(kind="folder", location=str(tiny_model_dir))):
-        pass
-    return session
 
 
 @pytest.fixture

@@ -21,14 +21,6 @@ FAST = dict(learning_rate=5e-3, schedule="constant", warmup_steps=0, batch_size=
 
 
 @pytest.fixture
-def models(tiny_model_dir):
-    session = ModelSession()
-    for _ in session.load(ModelSpec(kind="folder", location=str(tiny_model_dir))):
-        pass
-    return session
-
-
-@pytest.fixture
 def project(tmp_path):
     project = Project.create(tmp_path / "p")
     SftStore(project).add_many([EXAMPLE] * 4)

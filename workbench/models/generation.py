@@ -35,48 +35,72 @@ def chat_input_ids(tokenizer, messages: list[dict]):
     return tokenizer(text, return_tensors="pt")["input_ids"]
 
 
-def stream_chat(model, tokenizer, messages: list[dict], settings: SamplingSettings,
-                should_stop: Callable[[], bool] = lambda: False) -> Iterator[TextChunk]:
-    """Yield the reply as it is generated. `model.generate` runs in a helper thread."""
+def generate_kwargs(input_ids, settings: SamplingSettings, streamer, should_stop: Callable[[], bool],
+                    pad_token_id) -> dict:
+    """`model.generate` arguments for sampling settings, with a stop the caller can trigger."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-    if model is None:
-        raise WorkbenchError("No model is loaded. Load one on the Model page first.")
-    input_ids = chat_input_ids(tokenizer, messages).to(model.device)
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     class StopWhenAsked(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             return should_stop()
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=0.1)
     sampling = settings.temperature > 0
-    kwargs = dict(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=sampling,
-        repetition_penalty=settings.repetition_penalty,
-        streamer=streamer,
-        stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                  max_new_tokens=settings.max_new_tokens, do_sample=sampling,
+                  repetition_penalty=settings.repetition_penalty, streamer=streamer,
+                  stopping_criteria=StoppingCriteriaList([StopWhenAsked()]), pad_token_id=pad_token_id)
     if sampling:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    return kwargs
+
+
+def start_generate(model, kwargs: dict, seed: int | None,
+                   end_stream: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run `model.generate(**kwargs)` in a helper thread; an error lands in the returned list.
+    The stream is ended however generate returns, so its reader never waits for more tokens."""
+    import torch
+
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
+            if seed is not None:
+                torch.manual_seed(seed)
             with torch.inference_mode():
                 model.generate(**kwargs)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the generator below
+        except BaseException as error:  # noqa: BLE001 - re-raised by the reader via raise_failure
             failure.append(error)
-            streamer.end()
+        finally:
+            end_stream()
 
     thread = threading.Thread(target=run, name="generate", daemon=True)
     thread.start()
+    return thread, failure
+
+
+def raise_failure(failure: list[BaseException], advice: str) -> None:
+    if failure:
+        import torch
+
+        error = failure[0]
+        if isinstance(error, torch.OutOfMemoryError):
+            raise WorkbenchError(f"Out of memory while generating: {advice}.") from error
+        raise WorkbenchError(f"Generation failed: {error}") from error
+
+
+def stream_chat(model, tokenizer, messages: list[dict], settings: SamplingSettings,
+                should_stop: Callable[[], bool] = lambda: False) -> Iterator[TextChunk]:
+    """Yield the reply as it is generated. `model.generate` runs in a helper thread."""
+    from transformers import TextIteratorStreamer
+
+    if model is None:
+        raise WorkbenchError("No model is loaded. Load one on the Model page first.")
+    input_ids = chat_input_ids(tokenizer, messages).to(model.device)
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=0.1)
+    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, tokenizer.pad_token_id)
+    thread, failure = start_generate(model, kwargs, settings.seed, streamer.end)
     while True:
         try:
             text = next(streamer)
@@ -89,11 +113,7 @@ def stream_chat(model, tokenizer, messages: list[dict], settings: SamplingSettin
         if text:
             yield TextChunk(text)
     thread.join()
-    if failure:
-        error = failure[0]
-        if isinstance(error, torch.OutOfMemoryError):
-            raise WorkbenchError("Out of memory while generating: lower max new tokens.") from error
-        raise WorkbenchError(f"Generation failed: {error}") from error
+    raise_failure(failure, "lower max new tokens")
 
 
 @dataclass(frozen=True)
@@ -149,58 +169,27 @@ def stream_batch(model, tokenizer, messages: list[dict], rows: int, settings: Sa
     """Generate `rows` replies to one conversation in a single batched call, yielding all of
     them every `interval_s` while they grow. `adapter_names` (one per row, "__base__" for the
     plain base) lets each row come from another LoRA adapter of a peft model in the same call."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
     if model is None:
         raise WorkbenchError("No model is loaded. Load one on the Model page first.")
     input_ids = chat_input_ids(tokenizer, messages).to(model.device).repeat(rows, 1)
     streamer = _BatchStreamer(rows, eos_token_ids(model, tokenizer))
 
-    class StopWhenAsked(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return should_stop()
-
-    sampling = settings.temperature > 0
-    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                  max_new_tokens=settings.max_new_tokens, do_sample=sampling,
-                  repetition_penalty=settings.repetition_penalty, streamer=streamer,
-                  stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
-                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                  else next(iter(streamer.eos_ids), 0))
-    if sampling:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(streamer.eos_ids), 0)
+    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, pad)
     if adapter_names is not None:
         kwargs["adapter_names"] = list(adapter_names)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
-            with torch.inference_mode():
-                model.generate(**kwargs)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the generator below
-            failure.append(error)
-        finally:
-            streamer.end()
 
     def snapshot(done: bool = False) -> BatchText:
         tokens = [list(t) for t in streamer.tokens]
         return BatchText(tuple(tokenizer.decode(t, skip_special_tokens=True) for t in tokens),
                          tuple(streamer.finished), tuple(len(t) for t in tokens), done)
 
-    thread = threading.Thread(target=run, name="generate-batch", daemon=True)
-    thread.start()
+    thread, failure = start_generate(model, kwargs, settings.seed, streamer.end)
     while thread.is_alive():
         if streamer.changed.wait(interval_s):
             streamer.changed.clear()
             yield snapshot()
             time.sleep(interval_s)  # coalesce tokens: one update per interval, not per token
     thread.join()
-    if failure:
-        error = failure[0]
-        if isinstance(error, torch.OutOfMemoryError):
-            raise WorkbenchError("Out of memory while generating: lower K or max new tokens.") from error
-        raise WorkbenchError(f"Generation failed: {error}") from error
+    raise_failure(failure, "lower K or max new tokens")
     yield snapshot(done=True)
