@@ -16,18 +16,20 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
-from workbench.config import ModelSpec, from_known_fields
+from workbench.config import from_known_fields
 from workbench.data.sft_store import SftStore
-from workbench.models.loading import ModelSession, free_memory
+from workbench.models.loading import ModelSession
 from workbench.project import Project
-from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError
+from workbench.train.loop import (
+    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+)
+from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 from workbench.train.sft_data import TokenizedExample, collate, predicted_tokens, tokenize_example
 
 KIND = "sft"
@@ -121,95 +123,17 @@ def train_sft(project: Project, models: ModelSession, config: SftConfig | None =
         raise TrainingError("No model is loaded. Load the base model on the Model page first.")
     # The model first: a busy model (Try it answering) refuses before any run record changes.
     with models.hold("SFT training"):
-        record, config, lock = _start_or_resume(project, models, config, resume_run_id)
+        record, config, lock = start_or_resume(project, models, KIND, config, SftConfig, resume_run_id)
         models.busy_with = f"SFT run {record.id}"
-        try:
-            yield from _supervised(project, models, config, record, control)
-        finally:
-            lock.release()
-
-
-def _start_or_resume(project: Project, models: ModelSession, config: SftConfig | None,
-                     resume_run_id: int | None) -> tuple[RunRecord, SftConfig, RunLock]:
-    if resume_run_id is None:
-        config = config or SftConfig()
-        record = RunRecord.create(project, KIND, {**config.to_dict(), "base_model": _base_spec(models)})
-        # A folder left by a deleted project of the same name holds someone else's data.
-        shutil.rmtree(record.folder, ignore_errors=True)
-        lock = RunLock(record)
-        lock.acquire()
-        record.log(f"Started on {models.info.name if models.info else 'the loaded model'}.")
-        return record, config, lock
-    record = RunRecord.open(project, resume_run_id)
-    lock = RunLock(record)
-    if not lock.acquire():
-        raise TrainingError(f"run {resume_run_id} is being trained by another process right now.")
-    try:
-        return record, _check_resumable(record, models), lock
-    except BaseException:
-        lock.release()
-        raise
-
-
-def _check_resumable(record: RunRecord, models: ModelSession) -> SftConfig:
-    if record.kind != KIND:
-        raise TrainingError(f"run {record.id} is a {record.kind} run, not an SFT run.")
-    if record.status not in ("stopped", "failed"):
-        raise TrainingError(f"run {record.id} is {record.status}; only stopped or failed runs resume.")
-    trained_on, loaded = record.config.get("base_model"), _base_spec(models)
-    if trained_on and loaded and trained_on != loaded:
-        raise TrainingError(f"run {record.id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
-                            "load that model to resume it.")
-    record.set_status("running", None)
-    return SftConfig.from_dict(record.config)
-
-
-def _supervised(project: Project, models: ModelSession, config: SftConfig, record: RunRecord,
-                control: RunControl) -> Iterator[StepLog]:
-    """Run the trainer and record how it ended, whatever happens."""
-    name = adapter_name(record.id)
-    try:
+        name = adapter_name(record.id)
+        advice = (f"Lower batch_size (now {config.batch_size}) or max_length (now {config.max_length}), raise "
+                  "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
         try:
             yield StepLog(record.id, 0, 0, message="Tokenizing the examples...")
-            yield from _Trainer(project, models, config, record, name).run(control)
+            yield from recorded(record, models, name, config.gradient_checkpointing, advice,
+                                _Trainer(project, models, config, record, name).run(control))
         finally:
-            trainer_cleanup(models, name, keep_adapter=record.status == "finished",
-                            checkpointing=config.gradient_checkpointing)
-    except TrainingError as error:
-        _fail(record, str(error))
-        raise
-    except Exception as error:
-        import torch
-
-        if isinstance(error, torch.OutOfMemoryError):
-            message = (f"Out of memory during SFT run {record.id}. Lower batch_size (now {config.batch_size}) "
-                       f"or max_length (now {config.max_length}), raise grad_accum, turn on gradient "
-                       "checkpointing, or load the base in 4-bit.")
-            _fail(record, message)
-            raise TrainingError(message) from None
-        _fail(record, f"Unexpected error: {type(error).__name__}: {error}")
-        raise
-
-
-def _fail(record: RunRecord, message: str) -> None:
-    if record.status in ("running", "paused"):
-        record.set_status("failed", message)
-        record.log(message, "error")
-
-
-def _base_spec(models: ModelSession) -> dict | None:
-    return models.spec.to_dict() if models.spec else None
-
-
-def trainer_cleanup(models: ModelSession, name: str, keep_adapter: bool, checkpointing: bool) -> None:
-    """Leave the shared base as we found it: eval mode, no checkpointing, no failed adapter."""
-    model = models.model
-    if checkpointing:
-        model.gradient_checkpointing_disable()
-    model.eval()
-    if not keep_adapter:
-        models.remove_adapter(name)
-    free_memory()
+            lock.release()
 
 
 class _Trainer:
@@ -297,20 +221,9 @@ class _Trainer:
 
         while step < total:
             # 2. Pause and stop are honoured between steps; stopping saves a checkpoint first.
-            if control.pause_requested:
-                record.set_status("paused")
-                yield StepLog(record.id, step, total, message="Paused.", status="paused",
-                              elapsed_s=time.monotonic() - started)
-                control.wait_while_paused()
-                if not control.should_stop():
-                    record.set_status("running")
-                    yield StepLog(record.id, step, total, message="Resumed.")
-            if control.should_stop():
-                self.save_checkpoint(step, model, optimizer, scheduler)
-                record.set_status("stopped", f"Stopped at step {step} of {total}; resume to continue.")
-                record.log(f"Stopped at step {step}; checkpoint saved.")
-                yield StepLog(record.id, step, total, message=f"Stopped at step {step}.", status="stopped",
-                              elapsed_s=time.monotonic() - started)
+            yield from between_steps(control, record, step, total, started,
+                                     lambda: self.save_checkpoint(step, model, optimizer, scheduler))
+            if record.status == "stopped":
                 return
 
             # 3. One optimizer step over grad_accum micro-batches, weighted by reply tokens.
@@ -325,11 +238,8 @@ class _Trainer:
                 out = model(**batch, use_cache=False)
                 loss = out.loss * (batch_tokens / max(tokens, 1))
                 if not torch.isfinite(loss):
-                    last = record.last_checkpoint()
-                    raise TrainingError(
-                        f"The training loss became {loss.item()} at step {step + 1}. Lower the learning "
-                        f"rate (now {cfg.learning_rate:g}) or check the examples; "
-                        + (f"the checkpoint at step {last[0]} is kept." if last else "no checkpoint was written."))
+                    raise non_finite("training loss", loss.item(), step + 1, record,
+                                     f"Lower the learning rate (now {cfg.learning_rate:g}) or check the examples")
                 loss.backward()
                 loss_sum += loss.item()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
@@ -393,63 +303,13 @@ class _Trainer:
     # ---- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, step: int, model, optimizer, scheduler) -> None:
-        import torch
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        def write(folder: Path) -> None:
-            weights = get_peft_model_state_dict(model, adapter_name=self.name)
-            save_file({key: value.detach().cpu().contiguous() for key, value in weights.items()},
-                      str(folder / "adapter.safetensors"))
-            torch.save({
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            }, folder / "trainer_state.pt")
-            (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-
-        self.record.save_checkpoint(step, write, keep=self.config.keep_checkpoints)
+        save_checkpoint(self.record, model, self.name, step, optimizer, scheduler, self.config)
 
     def restore(self, optimizer, scheduler) -> int:
-        """Continue from the run's last complete checkpoint, if it has one; return its step."""
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        last = self.record.last_checkpoint()
-        if last is None:
-            self.record.forget_metrics_after(0)
-            return 0
-        step, folder = last
-        set_peft_model_state_dict(self.models.peft, load_file(str(folder / "adapter.safetensors")),
-                                  adapter_name=self.name)
-        # Our own file, written by save_checkpoint: optimizer tensors and RNG states need pickle.
-        state = torch.load(folder / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.record.forget_metrics_after(step)
-        self.record.log(f"Resumed from the checkpoint at step {step}.")
-        return step
+        return restore_checkpoint(self.record, self.models, self.name, optimizer, scheduler)[0]
 
     def save_adapter(self, model) -> Path:
-        final = self.record.folder / "adapter"
-        partial = self.record.folder / "adapter.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(str(partial), selected_adapters=[self.name])
-        # peft puts a named (non-default) adapter in a subfolder of that name
-        saved = partial / self.name if (partial / self.name).is_dir() else partial
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(saved, final)
-        shutil.rmtree(partial, ignore_errors=True)
-        self.models.adapters[self.name] = final
-        return final
+        return save_adapter(self.models, self.record, self.name)
 
 
 def _is_trainable(messages: list[dict]) -> bool:

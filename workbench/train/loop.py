@@ -1,0 +1,201 @@
+"""What every LoRA training run shares (SFT, reward model; PPO next): claiming the model and the
+run record, recording how a run ended, pausing and stopping between steps, checkpoints of the
+adapter (plus any extra tensors such as a reward head) with optimizer, schedule and RNG, and the
+final adapter folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from workbench.config import ModelSpec
+from workbench.models.loading import ModelSession, free_memory
+from workbench.project import Project
+from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError
+
+LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
+
+
+def base_spec(models: ModelSession) -> dict | None:
+    return models.spec.to_dict() if models.spec else None
+
+
+def start_or_resume(project: Project, models: ModelSession, kind: str, config, config_class,
+                    resume_run_id: int | None) -> tuple[RunRecord, object, RunLock]:
+    """A new run record for `config`, or the stopped run `resume_run_id` with its own config."""
+    if resume_run_id is None:
+        config = config or config_class()
+        record = RunRecord.create(project, kind, {**config.to_dict(), "base_model": base_spec(models)})
+        # A folder left by a deleted project of the same name holds someone else's data.
+        shutil.rmtree(record.folder, ignore_errors=True)
+        lock = RunLock(record)
+        lock.acquire()
+        record.log(f"Started on {models.info.name if models.info else 'the loaded model'}.")
+        return record, config, lock
+    record = RunRecord.open(project, resume_run_id)
+    lock = RunLock(record)
+    if not lock.acquire():
+        raise TrainingError(f"run {resume_run_id} is being trained by another process right now.")
+    try:
+        check_resumable(record, models, kind)
+        return record, config_class.from_dict(record.config), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def check_resumable(record: RunRecord, models: ModelSession, kind: str) -> None:
+    if record.kind != kind:
+        raise TrainingError(f"run {record.id} is a {record.kind} run, not a {LABELS.get(kind, kind)} run.")
+    if record.status not in ("stopped", "failed"):
+        raise TrainingError(f"run {record.id} is {record.status}; only stopped or failed runs resume.")
+    trained_on, loaded = record.config.get("base_model"), base_spec(models)
+    if trained_on and loaded and trained_on != loaded:
+        raise TrainingError(f"run {record.id} was trained on {ModelSpec.from_dict(trained_on).display_name}; "
+                            "load that model to resume it.")
+    record.set_status("running", None)
+
+
+def recorded(record: RunRecord, models: ModelSession, name: str, checkpointing: bool, oom_advice: str,
+             steps: Iterator[StepLog]) -> Iterator[StepLog]:
+    """Run `steps` and record how the run ended, whatever happens; the base is left clean."""
+    try:
+        try:
+            yield from steps
+        finally:
+            cleanup(models, name, keep_adapter=record.status == "finished", checkpointing=checkpointing)
+    except TrainingError as error:
+        fail(record, str(error))
+        raise
+    except Exception as error:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            message = f"Out of memory during {LABELS.get(record.kind, record.kind)} run {record.id}. {oom_advice}"
+            fail(record, message)
+            raise TrainingError(message) from None
+        fail(record, f"Unexpected error: {type(error).__name__}: {error}")
+        raise
+
+
+def fail(record: RunRecord, message: str) -> None:
+    if record.status in ("running", "paused"):
+        record.set_status("failed", message)
+        record.log(message, "error")
+
+
+def cleanup(models: ModelSession, name: str, keep_adapter: bool, checkpointing: bool) -> None:
+    """Leave the shared base as we found it: eval mode, no checkpointing, no failed adapter."""
+    model = models.model
+    if checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()
+    if not keep_adapter:
+        models.remove_adapter(name)
+    free_memory()
+
+
+def between_steps(control: RunControl, record: RunRecord, step: int, total: int, started: float,
+                  save: Callable[[], None]) -> Iterator[StepLog]:
+    """Honour pause and stop; a stop saves a checkpoint first. The caller ends the run when
+    `record.status` is "stopped" afterwards."""
+    if control.pause_requested:
+        record.set_status("paused")
+        yield StepLog(record.id, step, total, message="Paused.", status="paused",
+                      elapsed_s=time.monotonic() - started)
+        control.wait_while_paused()
+        if not control.should_stop():
+            record.set_status("running")
+            yield StepLog(record.id, step, total, message="Resumed.")
+    if control.should_stop():
+        save()
+        record.set_status("stopped", f"Stopped at step {step} of {total}; resume to continue.")
+        record.log(f"Stopped at step {step}; checkpoint saved.")
+        yield StepLog(record.id, step, total, message=f"Stopped at step {step}.", status="stopped",
+                      elapsed_s=time.monotonic() - started)
+
+
+def non_finite(what: str, value: float, step: int, record: RunRecord, advice: str) -> TrainingError:
+    last = record.last_checkpoint()
+    return TrainingError(f"The {what} became {value} at step {step}. {advice}; "
+                         + (f"the checkpoint at step {last[0]} is kept." if last else "no checkpoint was written."))
+
+
+# ---- checkpoints and the final adapter ---------------------------------------------------------
+
+def save_checkpoint(record: RunRecord, model, name: str, step: int, optimizer, scheduler, config,
+                    extra: dict | None = None) -> None:
+    """The adapter's weights, `extra` tensors (e.g. a reward head), optimizer, schedule and RNG."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    def write(folder: Path) -> None:
+        weights = get_peft_model_state_dict(model, adapter_name=name)
+        save_file({key: value.detach().cpu().contiguous() for key, value in weights.items()},
+                  str(folder / "adapter.safetensors"))
+        if extra:
+            save_file({key: value.detach().cpu().contiguous() for key, value in extra.items()},
+                      str(folder / "extra.safetensors"))
+        torch.save({
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }, folder / "trainer_state.pt")
+        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    record.save_checkpoint(step, write, keep=config.keep_checkpoints)
+
+
+def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optimizer, scheduler) -> tuple[int, dict]:
+    """Continue from the run's last complete checkpoint, if any: (its step, its extra tensors)."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    last = record.last_checkpoint()
+    if last is None:
+        record.forget_metrics_after(0)
+        return 0, {}
+    step, folder = last
+    set_peft_model_state_dict(models.peft, load_file(str(folder / "adapter.safetensors")), adapter_name=name)
+    extra = load_file(str(folder / "extra.safetensors")) if (folder / "extra.safetensors").is_file() else {}
+    # Our own file, written by save_checkpoint: optimizer tensors and RNG states need pickle.
+    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    record.forget_metrics_after(step)
+    record.log(f"Resumed from the checkpoint at step {step}.")
+    return step, extra
+
+
+def save_adapter(models: ModelSession, record: RunRecord, name: str,
+                 also: Callable[[Path], None] | None = None) -> Path:
+    """The finished adapter in `run-NNNN/adapter`, where plain peft loads it; `also(folder)`
+    adds files (a reward head) before the folder is put in place."""
+    final = record.folder / "adapter"
+    partial = record.folder / "adapter.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    models.peft.save_pretrained(str(partial), selected_adapters=[name])
+    # peft puts a named (non-default) adapter in a subfolder of that name
+    saved = partial / name if (partial / name).is_dir() else partial
+    if also is not None:
+        also(saved)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(saved, final)
+    shutil.rmtree(partial, ignore_errors=True)
+    models.adapters[name] = final
+    return final
