@@ -115,15 +115,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     # One --format option serves two kinds: check that the format given fits the kind.
     fits = {"sft": ("messages", "prompt-completion", "text"),
-            "prefs": ("standard", "conversational", "kway"), "pack": ()}[args.kind]
+            "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": ()}[args.kind]
     if args.format is not None and args.format not in fits:
         raise WorkbenchError(f"--format {args.format} does not fit --kind {args.kind}; "
-                             + (f"use one of {', '.join(fits)}." if fits else "packs have one format."))
+                             + (f"use one of {', '.join(fits)}." if fits else "it has one format."))
     fmt = args.format or (fits[0] if fits else None)
     if args.labels and args.kind != "pack":
         raise WorkbenchError("--labels applies to --kind pack only.")
-    if args.annotator is not None and args.kind == "sft":
+    if args.annotator is not None and args.kind in ("sft", "rm"):
         raise WorkbenchError("--annotator applies to --kind prefs and --kind pack only.")
+    if (args.run is not None or args.adapter_only) and args.kind != "rm":
+        raise WorkbenchError("--run and --adapter-only apply to --kind rm only.")
     if args.annotator is not None and args.kind == "pack" and not args.labels:
         raise WorkbenchError("--annotator chooses whose labels go into the pack; add --labels.")
 
@@ -133,6 +135,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         with opened(args.project) as project:
             count = write_preferences(project, args.out, fmt, annotator=args.annotator)
         print(f"exported {count} preference rows ({fmt}) to {args.out}")
+        return 0
+    if args.kind == "rm":
+        from workbench.train.reward_export import export_reward_adapter, export_reward_model, reward_run_folder
+
+        with opened(args.project) as project:
+            run_id, adapter = reward_run_folder(project, args.run)
+            spec = project.base_model
+        out = Path(args.out)
+        if args.adapter_only:
+            export_reward_adapter(adapter, out)
+            print(f"exported the adapter and reward head of run {run_id} to {out}")
+        else:
+            export_reward_model(spec, adapter, out)
+            print(f"exported reward model run {run_id} to {out} (AutoModelForSequenceClassification, num_labels=1)")
         return 0
     if args.kind == "pack":
         from workbench.data.packs import export_pack
@@ -152,20 +168,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_sft(args: argparse.Namespace) -> int:
+def trainers() -> dict:
+    """Each kind of run: (its config class, its training generator)."""
+    from workbench.train.reward import RewardConfig, train_rm
+    from workbench.train.sft import SftConfig, train_sft
+
+    return {"sft": (SftConfig, train_sft), "rm": (RewardConfig, train_rm)}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     import signal
 
     from workbench.config import with_overrides
     from workbench.train.runs import RunControl, mark_interrupted
-    from workbench.train.sft import SftConfig, train_sft
 
+    config_class, train = trainers()[args.kind]
     if args.resume is not None and (args.set or args.max_steps is not None):
         raise WorkbenchError("--set and --max-steps cannot change a resumed run: it continues with its own "
                              "settings. Start a new run to train with others.")
     with opened(args.project) as project:
         try:
-            config = with_overrides(SftConfig(), [*args.set, *([f"max_steps={args.max_steps}"]
-                                                               if args.max_steps is not None else [])])
+            config = with_overrides(config_class(), [*args.set, *([f"max_steps={args.max_steps}"]
+                                                                  if args.max_steps is not None else [])])
         except ValueError as error:
             raise WorkbenchError(str(error)) from None
         mark_interrupted(project)
@@ -174,7 +198,7 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
         # The first Ctrl+C asks the run to save a checkpoint and stop; a second one interrupts.
         previous = signal.signal(signal.SIGINT, lambda *_: (control.stop(), signal.signal(signal.SIGINT, previous)))
         try:
-            for log in train_sft(project, models, config, control, resume_run_id=args.resume):
+            for log in train(project, models, config, control, resume_run_id=args.resume):
                 print(format_step(log), flush=True)
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -252,16 +276,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                               description="Export SFT examples (container from OUT's suffix: .jsonl, .csv, "
                               ".parquet, or a folder saved with datasets), preferences (--kind prefs: .jsonl, "
                               ".json or .parquet), or a labeling pack for teammates (--kind pack, e.g. "
-                              "team.rlhfpack).")
+                              "team.rlhfpack), or a reward model (--kind rm: a folder that AutoModelForSequenceClassification loads).")
     exp.add_argument("project", help="the project file")
     exp.add_argument("out", help="the file or folder to write")
-    exp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft", help="what to export (default: sft)")
+    exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm"], default="sft",
+                     help="what to export (default: sft); rm: a reward model as a transformers folder")
     exp.add_argument("--format", choices=["messages", "prompt-completion", "text", "standard", "conversational",
                                           "kway"],
                      help="row format: for sft messages (default), prompt-completion or text; for prefs "
                      "standard (default), conversational or kway")
     exp.add_argument("--labels", action="store_true", help="packs: include the rankings")
     exp.add_argument("--annotator", metavar="NAME", help="prefs and packs: only this annotator's rankings")
+    exp.add_argument("--run", type=int, metavar="RUN", help="rm: which reward-model run (default: the newest)")
+    exp.add_argument("--adapter-only", action="store_true", help="rm: only the LoRA adapter and the reward head")
     exp.set_defaults(func=cmd_export)
 
     gen = commands.add_parser("generate", help="generate responses to rank for prompts that have none",
@@ -279,15 +306,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     train = commands.add_parser("train", help="train headlessly (same code and run records as the GUI)",
                                 description="Train on the project's data with its base model.")
     kinds = train.add_subparsers(dest="kind", metavar="KIND", parser_class=OneLineErrorParser, required=True)
-    sft = kinds.add_parser("sft", help="supervised fine-tuning of a LoRA adapter",
-                           description="Fine-tune a LoRA adapter on the project's SFT examples. Ctrl+C saves a "
-                           "checkpoint and stops; --resume RUN continues a stopped or interrupted run.")
-    sft.add_argument("project", help="the project file")
-    sft.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    sft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="a training setting, e.g. --set learning_rate=1e-4 (repeatable)")
-    sft.add_argument("--resume", type=int, metavar="RUN", help="continue run RUN from its last checkpoint")
-    sft.set_defaults(func=cmd_train_sft)
+    descriptions = {
+        "sft": ("supervised fine-tuning of a LoRA adapter",
+                "Fine-tune a LoRA adapter on the project's SFT examples."),
+        "rm": ("a reward model on the rankings",
+               "Train a reward model (a LoRA adapter and a scalar head on the base) on the preference pairs of "
+               "the project's rankings, split into train and validation by prompt."),
+    }
+    for kind, (summary, description) in descriptions.items():
+        sub = kinds.add_parser(kind, help=summary, description=description + " Ctrl+C saves a checkpoint and "
+                               "stops; --resume RUN continues a stopped or interrupted run.")
+        sub.add_argument("project", help="the project file")
+        sub.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a training setting, e.g. --set learning_rate=1e-4 (repeatable)")
+        sub.add_argument("--resume", type=int, metavar="RUN", help="continue run RUN from its last checkpoint")
+        sub.set_defaults(func=cmd_train)
     return parser, commands
 
 

@@ -1,0 +1,397 @@
+"""Reward model: a LoRA adapter on the shared base plus a scalar head, trained on preference pairs.
+
+The score of a conversation is the head (a bias-free linear layer, as in transformers'
+`...ForSequenceClassification`) applied to the base's last hidden state at the last real token.
+There is no second copy of the base: the adapter is one more LoRA adapter of the ModelSession,
+and the head is a few thousand numbers. Loss is Bradley-Terry, `-logsigmoid(r_chosen -
+r_rejected - margin)`, where the margin is `rank_margin` times how many rank groups lie between
+the two beyond the first (0 by default). `train_rm(...)` is a generator of StepLogs like SFT.
+
+At the end the run folder holds `adapter/` (peft adapter + `reward_head.safetensors` +
+`reward_head.json`) and `evaluation.json` (every validation pair's scores, read by the Reward page).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.config import from_known_fields
+from workbench.models.loading import ModelSession
+from workbench.paths import write_atomically
+from workbench.project import Project
+from workbench.train.loop import (
+    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+)
+from workbench.train.reward_data import PairExample, conversation_ids, pad_right, preference_pairs, split_by_prompt
+from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
+
+KIND = "rm"
+SCHEDULES = ("constant", "linear", "cosine")
+METRIC_KEYS = ("loss/train", "loss/validation", "reward/accuracy", "reward/margin", "reward/accuracy_train",
+               "train/lr", "train/grad_norm", "train/epoch", "perf/pairs_per_s", "time/step_s")
+HEAD_FILE, HEAD_INFO = "reward_head.safetensors", "reward_head.json"
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    lora_rank: int = 16
+    """LoRA rank r of the reward adapter."""
+    lora_alpha: int = 32
+    """LoRA scale; the update is multiplied by alpha / rank."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: str = "all-linear"
+    """Which layers get LoRA: "all-linear", or names separated by commas (e.g. "q_proj,v_proj")."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of AdamW, for the adapter and the head."""
+    schedule: str = "cosine"
+    """Learning-rate schedule after warm-up: constant, linear or cosine decay to zero."""
+    warmup_steps: int = 5
+    """Steps of linear warm-up from zero to the peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    batch_size: int = 4
+    """Preference pairs per micro-batch (each pair is two sequences)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_length: int = 512
+    """Tokens per prompt + response; longer ones lose the start of the prompt, never the reply."""
+    epochs: float = 2.0
+    """Passes over the training pairs (fractions allowed); ignored when max_steps is set."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps; 0 means use epochs."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this total norm; 0 turns clipping off."""
+    rank_margin: float = 0.0
+    """Margin per extra rank group: a pair ranked 1st vs 3rd must be separated by this much more
+    than neighbours. 0 is the plain Bradley-Terry loss."""
+    annotators: str = ""
+    """Only these annotators' rankings (names separated by commas); empty means everyone's."""
+    seed: int = 0
+    """Seeds the split by prompt, the order of pairs, dropout and the initialisation."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory, about 30% slower."""
+    validation_fraction: float = 0.2
+    """Share of prompts held out (with all their pairs) to measure validation accuracy."""
+    eval_every: int = 10
+    """Measure validation loss and accuracy every this many steps (and at the end)."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every this many steps (and always when stopped)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep on disk."""
+
+    def __post_init__(self) -> None:
+        for name in ("lora_rank", "lora_alpha", "batch_size", "grad_accum", "max_length", "eval_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError("validation_fraction must be at least 0 and below 1")
+        if self.learning_rate <= 0 or self.epochs <= 0 or self.max_steps < 0 or self.rank_margin < 0:
+            raise ValueError("learning_rate and epochs must be positive, max_steps and rank_margin 0 or more")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RewardConfig":
+        return from_known_fields(cls, data)
+
+    def annotator_list(self) -> list[str] | None:
+        names = [n.strip() for n in self.annotators.split(",") if n.strip()]
+        return names or None
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        targets = self.target_modules.strip()
+        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                          task_type="CAUSAL_LM", bias="none")
+
+
+def adapter_name(run_id: int) -> str:
+    return f"rm-run-{run_id}"
+
+
+# ---- scoring -------------------------------------------------------------------------------
+
+def backbone(models: ModelSession):
+    """The base's transformer without its LM head (LoRA layers inside act for the active adapter)."""
+    model = models.peft.get_base_model() if models.peft is not None else models.model
+    return model.base_model
+
+
+def last_token_hidden(models: ModelSession, input_ids, attention_mask):
+    """Hidden state at each row's last real token (rows are right-padded)."""
+    import torch
+
+    out = backbone(models)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    last = attention_mask.sum(dim=1) - 1
+    return out.last_hidden_state[torch.arange(input_ids.shape[0], device=input_ids.device), last]
+
+
+def new_head(hidden_size: int, device):
+    import torch
+
+    head = torch.nn.Linear(hidden_size, 1, bias=False, device=device, dtype=torch.float32)
+    torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+    return head
+
+
+def head_scores(models: ModelSession, head, input_ids, attention_mask):
+    hidden = last_token_hidden(models, input_ids, attention_mask)
+    return head(hidden.float()).squeeze(-1)
+
+
+@dataclass
+class RewardModel:
+    """A trained reward model ready to score: its adapter is loaded on the shared base."""
+
+    models: ModelSession
+    name: str
+    head: object
+    max_length: int
+
+    def score(self, conversations: list[tuple[list[dict], str]], batch_size: int = 8) -> list[float]:
+        """Scores of (prompt messages, reply) pairs, in order. The caller holds the model."""
+        import torch
+
+        tokenizer = self.models.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        device = next(self.head.parameters()).device
+        self.models.peft.set_adapter(self.name)
+        self.models.peft.eval()
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(conversations), batch_size):
+                chunk = [conversation_ids(tokenizer, m, r, self.max_length)
+                         for m, r in conversations[start:start + batch_size]]
+                ids, mask = pad_right(chunk, pad)
+                scores += head_scores(self.models, self.head, ids.to(device), mask.to(device)).tolist()
+        return scores
+
+
+def load_reward_model(models: ModelSession, folder: Path, name: str) -> RewardModel:
+    """The adapter and head in `folder` (a finished run's `adapter/`), loaded onto the base once."""
+    from safetensors.torch import load_file
+
+    info = json.loads((Path(folder) / HEAD_INFO).read_text())
+    models.load_adapter(name, Path(folder))
+    device = next(models.model.parameters()).device
+    head = new_head(info["hidden_size"], device)
+    head.load_state_dict({"weight": load_file(str(Path(folder) / HEAD_FILE))["weight"].to(device)})
+    head.requires_grad_(False)
+    return RewardModel(models, name, head, info.get("max_length", 512))
+
+
+def reward_runs(project: Project) -> list[tuple[int, Path]]:
+    """(run id, adapter folder) of finished reward-model runs with a head, newest first."""
+    from workbench.train.runs import finished_adapters
+
+    return [(run_id, folder) for run_id, folder in finished_adapters(project, KIND) if (folder / HEAD_FILE).is_file()]
+
+
+# ---- training -----------------------------------------------------------------------------
+
+def train_rm(project: Project, models: ModelSession, config: RewardConfig | None = None,
+             control: RunControl | None = None, resume_run_id: int | None = None) -> Iterator[StepLog]:
+    """Train (or resume) a reward model on the project's rankings; yields a StepLog per step."""
+    control = control or RunControl()
+    if models.model is None:
+        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
+    with models.hold("reward-model training"):
+        record, config, lock = start_or_resume(project, models, KIND, config, RewardConfig, resume_run_id)
+        models.busy_with = f"reward-model run {record.id}"
+        name = adapter_name(record.id)
+        advice = (f"Lower batch_size (now {config.batch_size}) or max_length (now {config.max_length}), raise "
+                  "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
+        try:
+            yield StepLog(record.id, 0, 0, message="Collecting preference pairs...")
+            yield from recorded(record, models, name, config.gradient_checkpointing, advice,
+                                _RewardTrainer(project, models, config, record, name).run(control))
+        finally:
+            lock.release()
+
+
+class _RewardTrainer:
+    def __init__(self, project: Project, models: ModelSession, config: RewardConfig, record: RunRecord, name: str):
+        self.project, self.models, self.config, self.record, self.name = project, models, config, record, name
+        self.tokenizer = models.tokenizer
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def load_pairs(self) -> tuple[list[PairExample], list[PairExample]]:
+        """The run's own copy of its pairs and split, so a resume trains on exactly the same ones."""
+        snapshot = self.record.folder / "pairs.jsonl"
+        if snapshot.is_file():
+            rows = [json.loads(line) for line in filter(None, snapshot.read_text(encoding="utf-8").split("\n"))]
+            pairs = {split: [PairExample(**{k: v for k, v in row.items() if k != "split"})
+                             for row in rows if row["split"] == split] for split in ("train", "validation")}
+            return pairs["train"], pairs["validation"]
+        pairs = preference_pairs(self.project, self.config.annotator_list())
+        if not pairs:
+            raise TrainingError("There are no preference pairs: rank some responses on the Rank page (ties and "
+                                "\"all bad\" give no pairs), or import preference data.")
+        train, validation = split_by_prompt(pairs, self.config.validation_fraction, self.config.seed)
+        if not train:
+            raise TrainingError("Every prompt went to validation; lower validation_fraction or rank more prompts.")
+        lines = [json.dumps({"split": "train", **p.to_dict()}, ensure_ascii=False) for p in train]
+        lines += [json.dumps({"split": "validation", **p.to_dict()}, ensure_ascii=False) for p in validation]
+        self.record.folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(snapshot, ("\n".join(lines) + "\n").encode("utf-8"))
+        return train, validation
+
+    def encode(self, pairs: list[PairExample]):
+        """Chosen sequences then rejected ones, right-padded in one tensor pair."""
+        ids = [conversation_ids(self.tokenizer, p.messages, p.chosen, self.config.max_length) for p in pairs]
+        ids += [conversation_ids(self.tokenizer, p.messages, p.rejected, self.config.max_length) for p in pairs]
+        return pad_right(ids, self.pad)
+
+    def margins(self, pairs: list[PairExample], device):
+        import torch
+
+        return torch.tensor([self.config.rank_margin * (p.distance - 1) for p in pairs], device=device)
+
+    def pair_scores(self, head, pairs: list[PairExample], device):
+        ids, mask = self.encode(pairs)
+        scores = head_scores(self.models, head, ids.to(device), mask.to(device))
+        return scores[:len(pairs)], scores[len(pairs):]
+
+    def run(self, control: RunControl) -> Iterator[StepLog]:
+        import torch
+        import torch.nn.functional as F
+        from transformers import get_scheduler
+
+        cfg, record = self.config, self.record
+        train, validation = self.load_pairs()
+        prompts = len({p.prompt_uid for p in train}), len({p.prompt_uid for p in validation})
+        micro_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.grad_accum))
+        record.log(f"{len(train)} training pairs from {prompts[0]} prompts, {len(validation)} validation pairs "
+                   f"from {prompts[1]} other prompts; {total} steps of {cfg.batch_size} x {cfg.grad_accum} pairs.")
+
+        # 1. Adapter, head, optimizer and schedule; restored from a checkpoint when resuming.
+        torch.manual_seed(cfg.seed)
+        self.models.add_adapter(self.name, cfg.lora_config())
+        model = self.models.peft
+        model.set_adapter(self.name)
+        model.train()
+        if cfg.gradient_checkpointing:
+            self.models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        device = next(model.parameters()).device
+        head = new_head(self.models.model.config.hidden_size, device)
+        params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                  num_training_steps=total)
+        step, extra = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
+        if "head.weight" in extra:
+            head.weight.data.copy_(extra["head.weight"].to(device))
+        save = lambda: save_checkpoint(record, model, self.name, step, optimizer, scheduler, cfg,  # noqa: E731
+                                       {"head.weight": head.weight})
+        started, first_step = time.monotonic(), step
+        yield StepLog(record.id, step, total, message=f"Training {total} steps" +
+                      (f", resumed at step {step}." if step else "."))
+
+        while step < total:
+            # 2. Pause and stop between steps; stopping saves a checkpoint first.
+            yield from between_steps(control, record, step, total, started, save)
+            if record.status == "stopped":
+                return
+
+            # 3. One optimizer step: Bradley-Terry loss over grad_accum micro-batches of pairs.
+            step_started = time.monotonic()
+            loss_sum, right, seen = 0.0, 0, 0
+            for k in range(cfg.grad_accum):
+                pairs = self.batch(train, step * cfg.grad_accum + k, micro_per_epoch)
+                chosen, rejected = self.pair_scores(head, pairs, device)
+                loss = -F.logsigmoid(chosen - rejected - self.margins(pairs, device)).mean() / cfg.grad_accum
+                if not torch.isfinite(loss):
+                    raise non_finite("reward-model loss", loss.item(), step + 1, record,
+                                     f"Lower the learning rate (now {cfg.learning_rate:g})")
+                loss.backward()
+                loss_sum += loss.item()
+                right += int((chosen > rejected).sum())
+                seen += len(pairs)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seconds = time.monotonic() - step_started
+
+            # 4. Metrics and validation, recorded before they are reported; checkpoints.
+            metrics = {"loss/train": loss_sum, "reward/accuracy_train": right / seen,
+                       "train/lr": scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                       "train/epoch": step * cfg.grad_accum / micro_per_epoch,
+                       "perf/pairs_per_s": seen / max(seconds, 1e-9), "time/step_s": seconds}
+            if validation and (step % cfg.eval_every == 0 or step == total):
+                metrics.update(self.validate(head, validation, device)[0])
+            record.add_metrics(step, metrics)
+            if step % cfg.checkpoint_every == 0 and step < total:
+                save()
+            elapsed = time.monotonic() - started
+            yield StepLog(record.id, step, total, metrics, elapsed_s=elapsed,
+                          eta_s=elapsed / (step - first_step) * (total - step))
+
+        # 5. The adapter with its head, and every validation pair's scores for the Reward page.
+        _, scored = self.validate(head, validation, device)
+        write_atomically(record.folder / "evaluation.json", json.dumps(scored, ensure_ascii=False).encode("utf-8"))
+        folder = save_adapter(self.models, record, self.name, also=lambda f: self.save_head(head, f))
+        record.set_artifact(folder)
+        record.set_status("finished", f"Finished {total} steps.")
+        record.log(f"Finished; adapter and reward head saved to {folder}.")
+        yield StepLog(record.id, step, total, message="Finished.", status="finished",
+                      elapsed_s=time.monotonic() - started, eta_s=0.0)
+
+    def batch(self, train: list[PairExample], micro: int, micro_per_epoch: int) -> list[PairExample]:
+        """Micro-batch number `micro` of the whole run: a function of the seed and epoch only."""
+        import torch
+
+        epoch, index = divmod(micro, micro_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        size = self.config.batch_size
+        return [train[i] for i in order[index * size:(index + 1) * size].tolist()]
+
+    def validate(self, head, validation: list[PairExample], device) -> tuple[dict, list[dict]]:
+        """Validation loss, pairwise accuracy and mean margin, and each pair's scores."""
+        import torch
+        import torch.nn.functional as F
+
+        self.models.peft.eval()
+        scored, loss_sum = [], 0.0
+        with torch.no_grad():
+            for start in range(0, len(validation), self.config.batch_size):
+                pairs = validation[start:start + self.config.batch_size]
+                chosen, rejected = self.pair_scores(head, pairs, device)
+                loss_sum += float(-F.logsigmoid(chosen - rejected).sum())
+                for pair, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
+                    scored.append({"prompt_id": pair.prompt_id, "batch": pair.batch, "annotator": pair.annotator,
+                                   "prompt": pair.messages[-1]["content"], "chosen": pair.chosen,
+                                   "rejected": pair.rejected, "chosen_score": c, "rejected_score": r,
+                                   "distance": pair.distance})
+        self.models.peft.train()
+        if not scored:
+            return {}, []
+        n = len(scored)
+        return {"loss/validation": loss_sum / n,
+                "reward/accuracy": sum(s["chosen_score"] > s["rejected_score"] for s in scored) / n,
+                "reward/margin": sum(s["chosen_score"] - s["rejected_score"] for s in scored) / n}, scored
+
+    def save_head(self, head, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"weight": head.weight.detach().cpu().contiguous()}, str(folder / HEAD_FILE))
+        (folder / HEAD_INFO).write_text(json.dumps({
+            "hidden_size": head.in_features, "pooling": "last token", "max_length": self.config.max_length,
+            "score": "linear head (no bias) on the base's last hidden state at the conversation's last token, "
+                     "after the chat template",
+        }, indent=2))

@@ -1,0 +1,87 @@
+"""Export a trained reward model for other tools.
+
+- `export_reward_model`: a standard `AutoModelForSequenceClassification` folder (num_labels=1):
+  a fresh full-precision copy of the base with the LoRA adapter merged in and our head as its
+  `score` layer, plus the tokenizer. transformers reads the score at the last non-padding
+  token, the same token our head reads, so it gives the app's scores for the same text (the
+  prompt and reply after the chat template).
+- `export_reward_adapter`: the adapter folder alone (peft adapter + reward head files).
+
+The base is loaded from its source again, never from the (possibly 4-bit) copy in memory, so
+the merged weights are full precision.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.config import ModelSpec
+from workbench.errors import WorkbenchError
+from workbench.models.sources import ResolvedSource, resolve
+from workbench.project import Project
+from workbench.train.reward import HEAD_FILE, HEAD_INFO, reward_runs
+
+
+def reward_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
+    """The adapter folder of reward-model run `run_id`, or of the newest finished one."""
+    runs = reward_runs(project)
+    if not runs:
+        raise WorkbenchError(f"{project.path.name} has no finished reward model; train one first "
+                             "(workbench train rm, or the Reward page).")
+    if run_id is None:
+        return runs[0]
+    for found, folder in runs:
+        if found == run_id:
+            return found, folder
+    raise WorkbenchError(f"run {run_id} is not a finished reward-model run; finished ones: "
+                         f"{', '.join(str(r) for r, _ in runs)}.")
+
+
+def export_reward_adapter(adapter: Path, out: Path) -> Path:
+    if out.exists():
+        raise WorkbenchError(f"{out} already exists; choose a new folder.")
+    shutil.copytree(adapter, out)
+    return out
+
+
+def export_reward_model(spec: ModelSpec, adapter: Path, out: Path, dtype: str = "float32") -> Path:
+    import torch
+    from peft import PeftConfig, PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if out.exists():
+        raise WorkbenchError(f"{out} already exists; choose a new folder.")
+    source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source.folder, num_labels=1, dtype=getattr(torch, dtype), local_files_only=True,
+        use_safetensors=not source.uses_pickle, trust_remote_code=spec.trust_remote_code)
+    score = getattr(model, "score", None)
+    if not isinstance(score, torch.nn.Linear) or score.bias is not None:
+        raise WorkbenchError(f"{type(model).__name__} has no plain linear `score` layer; this architecture "
+                             "cannot be exported as a sequence classifier. Export the adapter alone.")
+    # The adapter was trained on the causal-LM model; the layers it changes are the same here, so
+    # load it as a plain (task-less) peft model rather than as a causal-LM one.
+    config = PeftConfig.from_pretrained(str(adapter))
+    config.task_type = None
+    merged = PeftModel.from_pretrained(model, str(adapter), config=config).merge_and_unload()
+    head = load_file(str(adapter / HEAD_FILE))["weight"]
+    merged.score.weight.data.copy_(head.to(merged.score.weight.dtype))
+    tokenizer = AutoTokenizer.from_pretrained(source.folder, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    merged.config.pad_token_id = tokenizer.pad_token_id
+    merged.config.id2label, merged.config.label2id = {0: "reward"}, {"reward": 0}
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    merged.save_pretrained(str(partial))
+    tokenizer.save_pretrained(str(partial))
+    info = json.loads((adapter / HEAD_INFO).read_text())
+    (partial / "reward_model.json").write_text(json.dumps({
+        **info, "how_to_score": "tokenize the prompt messages plus the reply as an assistant message with the "
+        "tokenizer's chat template (no generation prompt); logits[:, 0] is the reward"}, indent=2))
+    partial.rename(out)
+    return out
