@@ -16,6 +16,7 @@ from workbench.project import SUFFIX
 from ui.pages.model_page import ModelPage
 from ui.pages.project_page import ProjectPage
 from ui.pages.ranking_page import RankingPage
+from ui.pages.reward_page import RewardPage
 from ui.pages.runs_page import RunsPage
 from ui.pages.sft_page import SftPage
 from ui.pages.team_page import TeamPage
@@ -40,16 +41,18 @@ class MainWindow(QMainWindow):
         self.rank_page = RankingPage(session)
         self.team_page = TeamPage(session)
         self.train_page = TrainPage(session, self.runs)
+        self.reward_page = RewardPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
         # One maximum length: the SFT data page flags what the Train settings would cut.
         train_length = self.train_page.form.editors["max_length"]
         train_length.valueChanged.connect(self.sft_page.max_length.setValue)
         self.sft_page.max_length.valueChanged.connect(train_length.setValue)
         self.sft_page.max_length.setValue(train_length.value())
+        # In the order of the loop: data and SFT, ranking, the reward model, then every run.
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
-                                          "SFT data": self.sft_page, "Rank": self.rank_page,
-                                          "Team": self.team_page, "Train": self.train_page,
-                                          "Runs": self.runs_page}
+                                          "SFT data": self.sft_page, "Train": self.train_page,
+                                          "Rank": self.rank_page, "Team": self.team_page,
+                                          "Reward": self.reward_page, "Runs": self.runs_page}
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
         self.nav.setFixedWidth(170)

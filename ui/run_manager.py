@@ -1,8 +1,8 @@
 """The one training run the GUI has going: start, pause, resume, stop, and its step reports.
 
 Pages never hold the run themselves: the Train page starts it, the Runs page lists it, and
-both follow it through these signals. The run is a core generator (train_sft now; reward and
-PPO training next) run by the generic worker; pause and stop go through a RunControl that the
+both follow it through these signals. The run is a core generator (train_sft, train_rm; PPO
+training next) run by the generic worker; pause and stop go through a RunControl that the
 generator reads between steps, so a stop always ends with a checkpoint.
 """
 
@@ -11,10 +11,14 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from workbench.train.runs import RunControl, StepLog
-from workbench.train.sft import SftConfig, train_sft
+from workbench.train.reward import train_rm
+from workbench.train.sft import train_sft
 from ui.garbage import freeze_long_lived_objects
 from ui.session import WorkbenchSession
 from ui.workers import BackgroundTask
+
+
+TRAINERS = {"sft": train_sft, "rm": train_rm}
 
 
 class RunManager(QObject):
@@ -31,6 +35,7 @@ class RunManager(QObject):
         self.control: RunControl | None = None
         self.run_id: int | None = None
         self.last: StepLog | None = None
+        self.kind: str | None = None  # of the active (or last) run
         session.switch_blockers.append(lambda: "A training run is in progress" if self.running else None)
 
     @property
@@ -41,17 +46,19 @@ class RunManager(QObject):
     def paused(self) -> bool:
         return self.running and self.control is not None and self.control.pause_requested
 
-    def start_sft(self, config: SftConfig | None, resume_run_id: int | None = None) -> None:
-        """Start a new SFT run with `config`, or resume run `resume_run_id` with its own config."""
+    def start(self, kind: str, config, resume_run_id: int | None = None) -> None:
+        """Start a new `kind` run ("sft" or "rm") with `config`, or resume run `resume_run_id`
+        with its own config."""
         if self.running:
             return
         project, models, control = self.session.project, self.session.models, RunControl()
+        train = TRAINERS[kind]
 
         def factory(should_stop):
             control.also_stop_when(should_stop)  # closing the app stops the run too
-            return train_sft(project, models, config, control, resume_run_id)
+            return train(project, models, config, control, resume_run_id)
 
-        self.control, self.run_id, self.last = control, resume_run_id, None
+        self.kind, self.control, self.run_id, self.last = kind, control, resume_run_id, None
         self.session.release_model()
         freeze_long_lived_objects()
         self.task = self.session.run_task(factory, on_item=self._on_step, on_error=self.failed.emit,

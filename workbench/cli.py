@@ -237,7 +237,7 @@ def format_step(log) -> str:
     if not log.metrics:
         return f"run {log.run_id}: {log.message}"
     shown = "  ".join(f"{key} {value:.4g}" for key, value in log.metrics.items()
-                      if key.startswith(("loss/", "train/lr")))
+                      if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin")))
     eta = f"  eta {log.eta_s:.0f}s" if log.eta_s is not None else ""
     return f"run {log.run_id} step {log.step}/{log.total_steps}  {shown}{eta}"
 

@@ -98,17 +98,20 @@ def _convert(key: str, text: str, type_name: str):
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (shown as tooltips in forms)."""
+    """The docstring written under each field of a dataclass, inherited ones included (a
+    subclass that redeclares a field may give it its own text); shown as tooltips in forms."""
     import ast
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
-                and isinstance(following.value.value, str):
-            docs[node.target.id] = " ".join(following.value.value.split())
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or "__dataclass_fields__" not in vars(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, following in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) \
+                    and isinstance(following.value.value, str):
+                docs[node.target.id] = " ".join(following.value.value.split())
     return docs

@@ -27,6 +27,7 @@ from workbench.data.rankings import Batch, RankingStore, blind_order
 from workbench.data.response_generation import GenerationEvent, available_sources
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
+from workbench.train.reward import reward_runs, score_batches, uncertainty
 from ui.generation_queue import GenerationQueue
 from ui.pages.generation_settings import GenerationSettings
 from ui.pages.prompt_list import PromptList
@@ -119,6 +120,15 @@ class RankingPage(QWidget):
         self.regenerate_button = QPushButton("New responses R")
         self.auto_submit = QCheckBox("Submit when all are placed")
         self.auto_submit.setChecked(True)
+        self.show_scores = QCheckBox("Reward scores")
+        self.show_scores.setToolTip("Show the newest reward model's score under each response. Off by default: "
+                                    "seeing it before you decide would sway your ranking.")
+        self.least_sure_first = QCheckBox("Least sure first")
+        self.least_sure_first.setToolTip("Go through the prompts the reward model is least sure about first "
+                                         "(the smallest gap between its two best scores)")
+        self.scores: dict[str, list[float]] = {}  # batch uid -> reward score per response (generation order)
+        self.priority: list[int] = []  # prompt ids, least sure first, while "Least sure first" is on
+        self.score_task = None
         self.reveal = QCheckBox("Show models")
         self.reveal.setToolTip("Show which model wrote each response (only once you have labeled the prompt)")
         self.status = QLabel()
@@ -128,7 +138,8 @@ class RankingPage(QWidget):
         self.keys_help.setWordWrap(True)
         for widget in (self.submit_button, self.tie_button, self.undo_button, self.all_bad_button,
                        self.skip_button, self.previous_button, self.next_button, self.regenerate_button,
-                       self.auto_submit, self.reveal, self.change_annotator):
+                       self.auto_submit, self.reveal, self.change_annotator, self.show_scores,
+                       self.least_sure_first):
             widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self._layout()
 
@@ -148,6 +159,8 @@ class RankingPage(QWidget):
         self.next_button.clicked.connect(lambda: self.step(1))
         self.regenerate_button.clicked.connect(self.regenerate)
         self.reveal.toggled.connect(lambda _: self._show_batch())
+        self.show_scores.toggled.connect(self._score_current)
+        self.least_sure_first.toggled.connect(self._order_by_uncertainty)
         self.queue.streaming.connect(self._on_streaming)
         self.queue.ready.connect(self._on_ready)
         self.queue.failed.connect(self._on_generation_failed)
@@ -178,6 +191,8 @@ class RankingPage(QWidget):
             navigation.addWidget(widget)
         navigation.addWidget(self.auto_submit)
         navigation.addWidget(self.reveal)
+        navigation.addWidget(self.show_scores)
+        navigation.addWidget(self.least_sure_first)
         navigation.addStretch(1)
         navigation.addWidget(self.status)
         board = QVBoxLayout(self.board)
@@ -215,6 +230,12 @@ class RankingPage(QWidget):
     def _sources_changed(self) -> None:
         project = self.session.project
         self.settings.set_available(list(available_sources(project)) if project else [])
+        has_reward = bool(project and reward_runs(project))
+        self.scores = {}  # a new reward model scores differently
+        for box in (self.show_scores, self.least_sure_first):
+            box.setEnabled(has_reward)
+            if not has_reward:
+                box.setChecked(False)
 
     def _ask_name(self, current: str) -> str:
         name, ok = QInputDialog.getText(self, "Annotator", "Your name (saved with every label you make):",
@@ -275,7 +296,9 @@ class RankingPage(QWidget):
             return
         ids = [r.id for r in rows]
         start = ids.index(after) + 1 if after in ids else 0
-        for row in rows[start:] + rows[:start]:
+        by_id = {r.id: r for r in rows}
+        first = [by_id[p] for p in self.priority if p in by_id]  # least sure first, when asked
+        for row in first + rows[start:] + rows[:start]:
             if not row.labeled_by_me and row.id != after:
                 self.show_prompt(row.id)
                 return
@@ -311,6 +334,7 @@ class RankingPage(QWidget):
         self._load_draft()
         self._show_batch()
         self._queue_ahead()
+        self._score_current()
         self.board.setFocus()
 
     def _load_draft(self) -> None:
@@ -344,8 +368,10 @@ class RankingPage(QWidget):
         for pane, position in zip(self.panes, self.order):
             response = self.batch.responses[position]
             source = response.generator.get("source", "") if labeled and self.reveal.isChecked() else ""
+            scores = self.scores.get(self.batch.uid) if self.show_scores.isChecked() else None
             pane.show_response(response.text, tokens=response.generator.get("tokens"), source=source,
-                               cut_off=not response.generator.get("finished", True))
+                               cut_off=not response.generator.get("finished", True),
+                               score=scores[position] if scores else None)
         self._update_draft_view()
 
     def _build_panes(self, k: int) -> None:
@@ -394,6 +420,7 @@ class RankingPage(QWidget):
             self.batch_uid = batch_uid
             self._load_draft()
             self._show_batch()
+            self._score_current()
         self._update_progress()
 
     @Slot(str)
@@ -536,6 +563,56 @@ class RankingPage(QWidget):
         ready = self.batch is not None
         for button in (self.submit_button, self.all_bad_button, self.tie_button, self.undo_button):
             button.setEnabled(ready)
+
+    # ---- reward scores ---------------------------------------------------------------------
+
+    @Slot()
+    def _score_current(self) -> None:
+        """Score the shown batch with the reward model (in the background) if scores are on."""
+        if (self.show_scores.isChecked() and self.batch is not None and self.batch.uid not in self.scores
+                and not self._scoring()):
+            self._score([self.batch.uid], lambda uid, scores: self._show_batch() if self.batch
+                        and uid == self.batch.uid else None)
+
+    @Slot(bool)
+    def _order_by_uncertainty(self, on: bool) -> None:
+        self.priority = []
+        if not on or self.session.project is None:
+            return
+        store = RankingStore(self.session.project)
+        batches = {}
+        for row in self.all_prompts():
+            if not row.labeled_by_me and row.responses:
+                batches[store.latest_batch(row.id).uid] = row.id
+        self.status.setText(f"Scoring {len(batches)} prompts to find the least certain…")
+
+        def done(_outcome: str) -> None:
+            scored = [(uncertainty(self.scores[uid]), prompt) for uid, prompt in batches.items() if uid in self.scores]
+            self.priority = [prompt for _, prompt in sorted(scored)]
+            self.status.setText(f"Least sure first: {len(self.priority)} prompts ordered by the reward model.")
+            if self.priority:
+                self.show_prompt(self.priority[0])
+
+        self._score([uid for uid in batches if uid not in self.scores], None, done)
+
+    def _scoring(self) -> bool:
+        return self.score_task is not None and self.score_task.running
+
+    def _score(self, uids: list[str], each=None, done=None) -> None:
+        if self._scoring():
+            self.score_task.stop()
+        project, models = self.session.project, self.session.models
+
+        def got(item) -> None:
+            uid, scores = item
+            self.scores[uid] = scores
+            if each is not None:
+                each(uid, scores)
+
+        self.score_task = self.session.run_task(
+            lambda should_stop: score_batches(project, models, uids, should_stop=should_stop),
+            on_item=got, on_error=lambda message: self.status.setText(f"Could not score: {message}"),
+            on_finished=done)
 
     # ---- ideal answers, progress ---------------------------------------------------------
 

@@ -63,10 +63,10 @@ class ResponsePane(QFrame):
         self._shown = None
 
     def show_response(self, text: str, streaming: bool = False, tokens: int | None = None,
-                      source: str = "", cut_off: bool = False) -> None:
-        if (text, streaming, tokens, source, cut_off) == self._shown:
+                      source: str = "", cut_off: bool = False, score: float | None = None) -> None:
+        if (text, streaming, tokens, source, cut_off, score) == self._shown:
             return
-        self._shown = (text, streaming, tokens, source, cut_off)
+        self._shown = (text, streaming, tokens, source, cut_off, score)
         scroll = self.text.verticalScrollBar()
         at_end = scroll.value() >= scroll.maximum() - 4
         self.text.setMarkdown(text)
@@ -80,6 +80,8 @@ class ResponsePane(QFrame):
             parts.append("cut off at max tokens")
         if source:
             parts.append(f"model: {source}")
+        if score is not None:
+            parts.append(f"reward {score:+.2f}")
         self.footer.setText(" · ".join(parts))
         self.pick_button.setEnabled(not streaming)
         self.edit_button.setEnabled(not streaming and bool(text))

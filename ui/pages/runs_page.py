@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from workbench.train.runs import RunRecord, run_summaries
 from ui.plots import MetricsView
-from ui.run_manager import RunManager
+from ui.run_manager import TRAINERS, RunManager
 from ui.session import WorkbenchSession
 
 COLUMNS = ("Run", "Kind", "Status", "Steps", "Train loss", "Validation loss", "Started", "Adapter", "Message")
@@ -168,7 +168,7 @@ class RunsPage(QWidget):
             self.status.setText("Load the base model on the Model page first.")
             return
         self.status.setText(f"Resuming run {run['id']}…")
-        self.runs.start_sft(None, resume_run_id=run["id"])
+        self.runs.start(run["kind"], None, resume_run_id=run["id"])
 
     @Slot()
     def _open_folder(self) -> None:
@@ -181,6 +181,6 @@ class RunsPage(QWidget):
     @Slot()
     def _update_buttons(self) -> None:
         run = self._selected_summary()
-        self.resume_button.setEnabled(run is not None and run["resumable"] and run["kind"] == "sft"
+        self.resume_button.setEnabled(run is not None and run["resumable"] and run["kind"] in TRAINERS
                                       and not self.runs.running and not self.session.loading)
         self.folder_button.setEnabled(run is not None)

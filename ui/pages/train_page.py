@@ -15,8 +15,10 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.data.sft_store import SftStore
+from workbench.train.loop import LABELS
 from workbench.train.runs import RunRecord, StepLog
-from workbench.train.sft import METRIC_KEYS, SCHEDULES, SftConfig
+from workbench.train.lora_settings import SCHEDULES
+from workbench.train.sft import METRIC_KEYS, SftConfig
 from ui.config_form import ConfigForm
 from ui.formatting import duration
 from ui.plots import MetricsView
@@ -27,11 +29,13 @@ PROGRESS_KEYS = ("loss/train", "loss/validation", "train/lr")
 
 
 class RunMonitor(QWidget):
-    """Progress, controls, live plots and the log of the active run."""
+    """Progress, controls, live plots and the log of the active run of one kind."""
 
-    def __init__(self, runs: RunManager):
+    def __init__(self, runs: RunManager, kind: str = "sft", keys: tuple[str, ...] = METRIC_KEYS,
+                 progress_keys: tuple[str, ...] = PROGRESS_KEYS):
         super().__init__()
-        self.runs = runs
+        self.runs, self.kind, self.progress_keys = runs, kind, progress_keys
+        self.label = LABELS.get(kind, kind)
         self.title = QLabel("No run yet. Choose settings and press Start.")
         self.title.setObjectName("runTitle")
         self.progress = QProgressBar()
@@ -46,7 +50,7 @@ class RunMonitor(QWidget):
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Save a checkpoint and stop; the run can be resumed from the Runs page.")
-        self.plots = MetricsView(keys=METRIC_KEYS)
+        self.plots = MetricsView(keys=keys)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)  # a long run must not grow the widget without bound
@@ -69,12 +73,16 @@ class RunMonitor(QWidget):
 
         self.pause_button.clicked.connect(self._toggle_pause)
         self.stop_button.clicked.connect(runs.stop)
-        runs.started.connect(self._started)
-        runs.step.connect(self._step)
-        runs.ended.connect(self._ended)
-        runs.failed.connect(self._failed)
+        # Only this kind's runs: the Train page follows SFT, the Reward page reward-model runs.
+        runs.started.connect(lambda run_id: self._mine() and self._started(run_id))
+        runs.step.connect(lambda log: self._mine() and self._step(log))
+        runs.ended.connect(lambda run_id, status: self._mine() and self._ended(run_id, status))
+        runs.failed.connect(lambda message: self._mine() and self._failed(message))
         runs.state_changed.connect(self._update_buttons)
         self._update_buttons()
+
+    def _mine(self) -> bool:
+        return self.runs.kind == self.kind
 
     @Slot(int)
     def _started(self, run_id: int) -> None:
@@ -84,7 +92,7 @@ class RunMonitor(QWidget):
         self.plots.set_run_history(run_id, f"run {run_id}", history)
         self.plots.show_runs([run_id])
         self.log.clear()
-        self.title.setText(f"Run {run_id} · SFT · running")
+        self.title.setText(f"Run {run_id} · {self.label} · running")
 
     @Slot(object)
     def _step(self, log: StepLog) -> None:
@@ -96,23 +104,23 @@ class RunMonitor(QWidget):
         if log.metrics:
             self.plots.add_points(log.run_id, [(key, log.step, value) for key, value in log.metrics.items()])
             shown = "  ".join(f"{key.split('/')[-1] if key != 'loss/validation' else 'val'} {log.metrics[key]:.4g}"
-                              for key in PROGRESS_KEYS if key in log.metrics)
+                              for key in self.progress_keys if key in log.metrics)
             self.log.appendPlainText(f"step {log.step}/{log.total_steps}  {shown}")
         if log.message:
             self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {log.message}")
         eta = f" · about {duration(log.eta_s)} left" if log.eta_s else ""
         self.timing.setText(f"{duration(log.elapsed_s)} elapsed{eta}")
-        self.title.setText(f"Run {log.run_id} · SFT · {log.status}")
+        self.title.setText(f"Run {log.run_id} · {self.label} · {log.status}")
 
     @Slot(int, str)
     def _ended(self, run_id: int, status: str) -> None:
-        self.title.setText(f"Run {run_id} · SFT · {status}")
+        self.title.setText(f"Run {run_id} · {self.label} · {status}")
         self._update_buttons()
 
     @Slot(str)
     def _failed(self, message: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  FAILED: {message}")
-        self.title.setText(f"Run {self.runs.run_id} · SFT · failed: {message}")
+        self.title.setText(f"Run {self.runs.run_id} · {self.label} · failed: {message}")
 
     @Slot()
     def _toggle_pause(self) -> None:
@@ -123,9 +131,61 @@ class RunMonitor(QWidget):
 
     @Slot()
     def _update_buttons(self) -> None:
-        self.pause_button.setEnabled(self.runs.running)
-        self.stop_button.setEnabled(self.runs.running)
+        mine = self.runs.running and self._mine()
+        self.pause_button.setEnabled(mine)
+        self.stop_button.setEnabled(mine)
         self.pause_button.setText("Resume" if self.runs.paused else "Pause")
+
+
+FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
+               "grad_accum": "Gradient accumulation", "max_length": "Max length (tokens)",
+               "max_steps": "Max steps (0: epochs)"}
+
+
+class RunSettings(QGroupBox):
+    """A run's settings form (from its config dataclass), a hint and Start. The project
+    remembers the last settings started under `meta_key`, and the form shows them again."""
+
+    def __init__(self, title: str, config_class, start_text: str, meta_key: str):
+        super().__init__(title)
+        self.config_class, self.meta_key = config_class, meta_key
+        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES}, labels=FORM_LABELS)
+        scroll = QScrollArea()
+        scroll.setWidget(self.form)
+        scroll.setWidgetResizable(True)
+        self.start_button = QPushButton(start_text)
+        self.start_button.setObjectName("primary")
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.start_button)
+        self.setFixedWidth(360)
+
+    def config(self, project):
+        """The form's config, remembered in `project`; None (with the reason shown) if invalid."""
+        try:
+            config = self.form.value()
+        except ValueError as error:
+            self.hint.setText(f"Check the settings: {error}.")
+            return None
+        self.hint.setText("")
+        project.set_meta(self.meta_key, config.to_dict())  # the next start begins here
+        return config
+
+    def restore(self, project) -> None:
+        stored = project.get_meta(self.meta_key) if project is not None else None
+        try:
+            self.form.set_value(self.config_class.from_dict(stored) if stored else self.config_class())
+        except (TypeError, ValueError):
+            self.form.set_value(self.config_class())  # settings from another version that no longer hold
+
+    def set_ready(self, reason: str, ready_text: str, loading: bool) -> None:
+        """Start is enabled when there is no `reason` not to; the hint says why, or what is ready."""
+        self.start_button.setEnabled(not reason and not loading)
+        if reason or not self.hint.text().startswith("Check"):
+            self.hint.setText(reason or ready_text)
 
 
 class TrainPage(QWidget):
@@ -137,28 +197,11 @@ class TrainPage(QWidget):
         subtitle = QLabel("Supervised fine-tuning: a LoRA adapter on the loaded base, learning the "
                           "assistant replies of the SFT examples.")
         subtitle.setWordWrap(True)
-
-        self.form = ConfigForm(SftConfig, choices={"schedule": SCHEDULES},
-                               labels={"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
-                                       "lora_dropout": "LoRA dropout", "grad_accum": "Gradient accumulation",
-                                       "max_length": "Max length (tokens)", "max_steps": "Max steps (0: epochs)"})
-        scroll = QScrollArea()
-        scroll.setWidget(self.form)
-        scroll.setWidgetResizable(True)
-        self.start_button = QPushButton("Start SFT run")
-        self.start_button.setObjectName("primary")
-        self.hint = QLabel("")
-        self.hint.setWordWrap(True)
-        settings = QGroupBox("SFT settings")
-        settings_layout = QVBoxLayout(settings)
-        settings_layout.addWidget(scroll, 1)
-        settings_layout.addWidget(self.hint)
-        settings_layout.addWidget(self.start_button)
-        settings.setFixedWidth(370)
-
+        self.settings = RunSettings("SFT settings", SftConfig, "Start SFT run", "sft_settings")
+        self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.monitor = RunMonitor(runs)
         body = QHBoxLayout()
-        body.addWidget(settings)
+        body.addWidget(self.settings)
         body.addWidget(self.monitor, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(title)
@@ -166,7 +209,7 @@ class TrainPage(QWidget):
         layout.addLayout(body, 1)
 
         self.start_button.clicked.connect(self.start)
-        session.project_changed.connect(self._restore_settings)
+        session.project_changed.connect(lambda: self.settings.restore(session.project))
         session.project_changed.connect(self._update_enabled)
         session.model_changed.connect(self._update_enabled)
         runs.state_changed.connect(self._update_enabled)
@@ -174,23 +217,9 @@ class TrainPage(QWidget):
 
     @Slot()
     def start(self) -> None:
-        try:
-            config = self.form.value()
-        except ValueError as error:
-            self.hint.setText(f"Check the settings: {error}.")
-            return
-        self.hint.setText("")
-        self.session.project.set_meta("sft_settings", config.to_dict())  # the next start begins here
-        self.runs.start_sft(config)
-
-    @Slot()
-    def _restore_settings(self) -> None:
-        """The settings of the project's last SFT start, or the defaults."""
-        stored = self.session.project.get_meta("sft_settings") if self.session.project else None
-        try:
-            self.form.set_value(SftConfig.from_dict(stored) if stored else SftConfig())
-        except (TypeError, ValueError):
-            self.form.set_value(SftConfig())  # settings from another version that no longer hold
+        config = self.settings.config(self.session.project)
+        if config is not None:
+            self.runs.start("sft", config)
 
     @Slot()
     def _update_enabled(self) -> None:
@@ -200,6 +229,5 @@ class TrainPage(QWidget):
                   "Load a base model on the Model page first." if not models.loaded else
                   "Add SFT examples on the SFT data page first." if examples == 0 else
                   "A run is in progress." if self.runs.running else "")
-        self.start_button.setEnabled(not reason and not self.session.loading)
-        if reason or not self.hint.text().startswith("Check"):
-            self.hint.setText(reason or f"{examples:,} examples, {models.info.name} on {models.info.device}.")
+        ready = f"{examples:,} examples, {models.info.name} on {models.info.device}." if models.info else ""
+        self.settings.set_ready(reason, ready, self.session.loading)

@@ -216,18 +216,26 @@ class ModelSession:
     # ---- adapters ----------------------------------------------------------------------
 
     @contextmanager
-    def hold(self, purpose: str) -> Iterator[None]:
-        """Claim the model for one job; a second job is refused with a message, not queued."""
+    def hold(self, purpose: str, wait_s: float = 0.0,
+             should_stop: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """Claim the model for one job. A second job is refused with a message, or, given
+        `wait_s`, waits that long for the first to finish (short jobs such as scoring)."""
         if self.model is None:
             raise ModelLoadError("No model is loaded. Load one on the Model page first.")
-        if not self._busy.acquire(blocking=False):
-            raise ModelLoadError(f"The model is busy ({self.busy_with}). Wait for it, or stop it first.")
+        deadline = time.monotonic() + wait_s
+        while not self._acquire_until(deadline):
+            if time.monotonic() >= deadline or should_stop():
+                raise ModelLoadError(f"The model is busy ({self.busy_with}). Wait for it, or stop it first.")
         self.busy_with = purpose
         try:
             yield
         finally:
             self.busy_with = None
             self._busy.release()
+
+    def _acquire_until(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        return self._busy.acquire(timeout=min(0.1, left)) if left > 0 else self._busy.acquire(blocking=False)
 
     @contextmanager
     def using(self, adapter: str | None, purpose: str, folder: Path | None = None) -> Iterator[Any]:

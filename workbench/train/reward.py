@@ -17,14 +17,14 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
-from workbench.config import from_known_fields
 from workbench.models.loading import ModelSession
 from workbench.paths import write_atomically
 from workbench.project import Project
+from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
     between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
 )
@@ -32,90 +32,39 @@ from workbench.train.reward_data import PairExample, conversation_ids, pad_right
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 
 KIND = "rm"
-SCHEDULES = ("constant", "linear", "cosine")
 METRIC_KEYS = ("loss/train", "loss/validation", "reward/accuracy", "reward/margin", "reward/accuracy_train",
                "train/lr", "train/grad_norm", "train/epoch", "perf/pairs_per_s", "time/step_s")
 HEAD_FILE, HEAD_INFO = "reward_head.safetensors", "reward_head.json"
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    lora_rank: int = 16
-    """LoRA rank r of the reward adapter."""
-    lora_alpha: int = 32
-    """LoRA scale; the update is multiplied by alpha / rank."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input during training."""
-    target_modules: str = "all-linear"
-    """Which layers get LoRA: "all-linear", or names separated by commas (e.g. "q_proj,v_proj")."""
+class RewardConfig(LoraTrainingConfig):
+    """The shared LoRA settings with reward-model defaults, plus a margin and an annotator filter."""
+
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW, for the adapter and the head."""
-    schedule: str = "cosine"
-    """Learning-rate schedule after warm-up: constant, linear or cosine decay to zero."""
-    warmup_steps: int = 5
-    """Steps of linear warm-up from zero to the peak learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
     batch_size: int = 4
     """Preference pairs per micro-batch (each pair is two sequences)."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step."""
     max_length: int = 512
     """Tokens per prompt + response; longer ones lose the start of the prompt, never the reply."""
     epochs: float = 2.0
     """Passes over the training pairs (fractions allowed); ignored when max_steps is set."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps; 0 means use epochs."""
-    max_grad_norm: float = 1.0
-    """Gradients are clipped to this total norm; 0 turns clipping off."""
+    validation_fraction: float = 0.2
+    """Share of prompts held out (with all their pairs) to measure validation accuracy."""
     rank_margin: float = 0.0
     """Margin per extra rank group: a pair ranked 1st vs 3rd must be separated by this much more
     than neighbours. 0 is the plain Bradley-Terry loss."""
     annotators: str = ""
     """Only these annotators' rankings (names separated by commas); empty means everyone's."""
-    seed: int = 0
-    """Seeds the split by prompt, the order of pairs, dropout and the initialisation."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: much less memory, about 30% slower."""
-    validation_fraction: float = 0.2
-    """Share of prompts held out (with all their pairs) to measure validation accuracy."""
-    eval_every: int = 10
-    """Measure validation loss and accuracy every this many steps (and at the end)."""
-    checkpoint_every: int = 50
-    """Save a resumable checkpoint every this many steps (and always when stopped)."""
-    keep_checkpoints: int = 2
-    """How many recent checkpoints to keep on disk."""
 
     def __post_init__(self) -> None:
-        for name in ("lora_rank", "lora_alpha", "batch_size", "grad_accum", "max_length", "eval_every",
-                     "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError("validation_fraction must be at least 0 and below 1")
-        if self.learning_rate <= 0 or self.epochs <= 0 or self.max_steps < 0 or self.rank_margin < 0:
-            raise ValueError("learning_rate and epochs must be positive, max_steps and rank_margin 0 or more")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RewardConfig":
-        return from_known_fields(cls, data)
+        super().__post_init__()
+        if self.rank_margin < 0:
+            raise ValueError("rank_margin must be 0 or more")
 
     def annotator_list(self) -> list[str] | None:
         names = [n.strip() for n in self.annotators.split(",") if n.strip()]
         return names or None
-
-    def lora_config(self):
-        from peft import LoraConfig
-
-        targets = self.target_modules.strip()
-        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                          task_type="CAUSAL_LM", bias="none")
 
 
 def adapter_name(run_id: int) -> str:
@@ -395,3 +344,36 @@ class _RewardTrainer:
             "score": "linear head (no bias) on the base's last hidden state at the conversation's last token, "
                      "after the chat template",
         }, indent=2))
+
+
+# ---- scores for the ranking page ------------------------------------------------------------
+
+def score_batches(project: Project, models: ModelSession, batch_uids: list[str], run_id: int | None = None,
+                  should_stop=lambda: False, wait_s: float = 60.0) -> Iterator[tuple[str, list[float]]]:
+    """(batch uid, a score per response in generation order) for each batch, with the newest
+    finished reward model (or run `run_id`). Waits its turn for the model, one batch at a time,
+    so it can run beside the generation of responses."""
+    from workbench.data.prompts import PromptStore
+    from workbench.data.rankings import RankingStore
+
+    runs = [(r, f) for r, f in reward_runs(project) if run_id is None or r == run_id]
+    if not runs:
+        raise TrainingError("There is no finished reward model to score with; train one on the Reward page.")
+    run_id, folder = runs[0]
+    store, prompts, model = RankingStore(project), PromptStore(project), None
+    for uid in batch_uids:
+        if should_stop():
+            return
+        batch = store.batch(uid)
+        if batch is None:
+            continue
+        messages = prompts.messages(batch.prompt_id)
+        with models.hold("scoring responses", wait_s=wait_s, should_stop=should_stop):
+            model = model or load_reward_model(models, folder, adapter_name(run_id))
+            yield uid, model.score([(messages, r.text) for r in batch.responses])
+
+
+def uncertainty(scores: list[float]) -> float:
+    """How unsure the reward model is about a batch: the gap between its two best scores."""
+    best = sorted(scores, reverse=True)
+    return best[0] - best[1] if len(best) > 1 else float("inf")

@@ -1,0 +1,37 @@
+"""Reward-model figures on hand-computed cases."""
+
+import pytest
+
+from workbench.train.reward_eval import evaluate, pearson, wilson_interval
+
+
+def pair(annotator, chosen_score, rejected_score, chosen="good answer", rejected="bad", batch="b"):
+    return {"annotator": annotator, "batch": batch, "prompt_id": 1, "prompt": "q", "chosen": chosen,
+            "rejected": rejected, "chosen_score": chosen_score, "rejected_score": rejected_score, "distance": 1}
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # 8 of 10: p = 0.8, z = 1.96 -> (0.490, 0.943)
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(10, 10)[0] == pytest.approx(0.722, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_pearson_on_small_cases():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert pearson([1, 1, 1], [1, 2, 3]) is None and pearson([1, 2], [1, 2]) is None
+
+
+def test_evaluation_accuracy_per_annotator_worst_first_and_length_warning():
+    scored = [pair("ana", 2.0, 1.0, batch="1"), pair("ana", 0.5, 1.5, batch="2"),
+              pair("bo", 3.0, -1.0, batch="3"), pair("bo", 1.0, 0.0, batch="4")]
+    result = evaluate(scored)
+    assert result.pairs == 4 and result.accuracy == 0.75
+    assert result.per_annotator == {"ana": (2, 0.5), "bo": (2, 1.0)}
+    assert result.mean_margin == pytest.approx((1 - 1 + 4 + 1) / 4)
+    assert result.worst[0]["batch"] == "2"  # the pair it gets most wrong comes first
+    assert result.length_correlation is not None and result.length_warning  # longer answers score higher here
+    assert evaluate([]) is None
