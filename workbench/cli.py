@@ -112,13 +112,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+KIND_NAMES = {"sft": "SFT examples", "prefs": "preferences", "pack": "packs", "rm": "reward models"}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     # One --format option serves two kinds: check that the format given fits the kind.
     fits = {"sft": ("messages", "prompt-completion", "text"),
             "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": ()}[args.kind]
     if args.format is not None and args.format not in fits:
         raise WorkbenchError(f"--format {args.format} does not fit --kind {args.kind}; "
-                             + (f"use one of {', '.join(fits)}." if fits else "it has one format."))
+                             + (f"use one of {', '.join(fits)}." if fits else f"{KIND_NAMES[args.kind]} have one format."))
     fmt = args.format or (fits[0] if fits else None)
     if args.labels and args.kind != "pack":
         raise WorkbenchError("--labels applies to --kind pack only.")

@@ -77,6 +77,8 @@ class EvaluationView(QWidget):
             table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
             table.horizontalHeader().setStretchLastSection(True)
         self.annotators.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.worst.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.worst.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.annotators.setMaximumHeight(110)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -181,18 +183,20 @@ class RewardPage(QWidget):
         self.evaluation.run.blockSignals(True)
         self.evaluation.run.clear()
         for run_id, folder in runs:
-            self.evaluation.run.addItem(f"run {run_id}", str(folder.parent))
+            self.evaluation.run.addItem(f"run {run_id}", (run_id, str(folder.parent)))
         self.evaluation.run.blockSignals(False)
         self._show_selected_run()
         self._update_enabled()
 
     @Slot()
     def _show_selected_run(self) -> None:
-        folder = self.evaluation.run.currentData()
-        if folder is None:
+        chosen = self.evaluation.run.currentData()
+        if chosen is None:
             self.evaluation.summary.setText("No finished reward model yet. Rank responses, then start a run.")
             return
+        run_id, folder = chosen
         self.evaluation.show_evaluation(evaluate_run(Path(folder)))
+        self.monitor.show_finished(run_id)
 
     @Slot()
     def _update_enabled(self) -> None:

@@ -84,6 +84,21 @@ class RunMonitor(QWidget):
     def _mine(self) -> bool:
         return self.runs.kind == self.kind
 
+    def show_finished(self, run_id: int) -> None:
+        """A past run's curves, from the project, while no run of this kind is going."""
+        if self.runs.running and self._mine():
+            return
+        record = RunRecord(self.runs.session.project, run_id)
+        metrics = record.metrics()
+        last = max((steps[-1] for steps, _ in metrics.values() if steps), default=0)
+        self.progress.setRange(0, max(last, 1))
+        self.progress.setValue(last)
+        self.plots.forget_runs()
+        self.plots.set_step_range(None)
+        self.plots.set_run_history(run_id, f"run {run_id}", metrics)
+        self.plots.show_runs([run_id])
+        self.title.setText(f"Run {run_id} · {self.label} · {record.status}")
+
     @Slot(int)
     def _started(self, run_id: int) -> None:
         # A resumed run's earlier steps come from the project, so its curves start at step 1.
