@@ -1,0 +1,138 @@
+"""Pure tensor helpers of PPO (Ziegler et al. 2019; InstructGPT), each tested on hand-computed values.
+
+Shapes: `[batch, T]` over response tokens, with `mask` 1 on real response tokens and 0 on the
+padding after them (responses are right-padded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def masked_mean(values, mask, dim=None):
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(values, mask, unbiased: bool = True):
+    mean = masked_mean(values, mask)
+    variance = masked_mean((values - mean) ** 2, mask)
+    count = mask.sum()
+    if unbiased and count > 1:
+        variance = variance * count / (count - 1)
+    return variance
+
+
+def masked_whiten(values, mask, shift_mean: bool = True, eps: float = 1e-8):
+    """Zero mean (unless shift_mean is False), unit variance over the masked entries."""
+    import torch
+
+    mean, variance = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(variance + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
+    """Generalised advantage estimates and returns (advantages + values), right to left; the
+    value after a response's last token is 0 (the episode ends there)."""
+    import torch
+
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    length = rewards.shape[1]
+    for t in reversed(range(length)):
+        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < length else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * (mask[:, t + 1] if t + 1 < length else 0)
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def kl_estimate(logprobs, ref_logprobs, kind: str = "k1"):
+    """Per-token KL(policy || reference) from sampled tokens: k1 = log ratio (unbiased, can be
+    negative per token); k3 = (r - 1) - log r with r = p_ref / p_policy (unbiased, never negative)."""
+    import torch
+
+    log_ratio = logprobs - ref_logprobs
+    if kind == "k1":
+        return log_ratio
+    if kind == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {kind!r}; use k1 or k3")
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip: float = 0.2):
+    """Clipped surrogate objective (as a loss to minimise), the share of clipped tokens, and the
+    approximate KL between old and new policy (k3, for early stopping and the plot)."""
+    import torch
+
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    approx_kl = masked_mean(torch.expm1(-log_ratio) + log_ratio, mask)
+    return loss, clipfrac, approx_kl
+
+
+def value_loss(values, old_values, returns, mask, clip: float = 0.2):
+    """Clipped value loss (0.5 * the larger squared error) and the share of clipped tokens."""
+    import torch
+
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    unclipped_error = (values - returns) ** 2
+    clipped_error = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    clipfrac = masked_mean((clipped_error > unclipped_error).float(), mask)
+    return loss, clipfrac
+
+
+def token_logprobs(logits, tokens, chunk_rows: int = 8):
+    """log p(token) under `logits` ([rows, T, vocab] -> [rows, T]), a few rows at a time, so the
+    full-vocabulary fp32 log-softmax never exists for the whole batch at once."""
+    import torch
+
+    out = []
+    for start in range(0, logits.shape[0], chunk_rows):
+        chunk = logits[start:start + chunk_rows].float()
+        picked = torch.gather(chunk, -1, tokens[start:start + chunk_rows].unsqueeze(-1)).squeeze(-1)
+        out.append(picked - torch.logsumexp(chunk, dim=-1))
+    return torch.cat(out)
+
+
+def entropy_from_logits(logits, chunk_rows: int = 8):
+    """Entropy of each position's next-token distribution, a few rows at a time."""
+    import torch
+
+    out = []
+    for start in range(0, logits.shape[0], chunk_rows):
+        chunk = logits[start:start + chunk_rows].float()
+        log_p = torch.log_softmax(chunk, dim=-1)
+        out.append(-(log_p.exp() * log_p).sum(-1))
+    return torch.cat(out)
+
+
+@dataclass
+class KLController:
+    """The KL coefficient beta. Adaptive (Ziegler et al. 2019): after each step, beta is scaled
+    by 1 + clip(KL / target - 1, -0.2, 0.2) * n / horizon, pulling the KL towards the target.
+    With target 0 (or None) it stays fixed."""
+
+    value: float = 0.05
+    target: float | None = 6.0
+    horizon: float = 10_000.0
+
+    def update(self, current_kl: float, n_samples: int) -> None:
+        if not self.target or not math.isfinite(current_kl):
+            return
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_samples / self.horizon
+
+    def state(self) -> dict:
+        return {"value": self.value, "target": self.target, "horizon": self.horizon}
