@@ -173,10 +173,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def trainers() -> dict:
     """Each kind of run: (its config class, its training generator)."""
+    from workbench.train.ppo import PpoConfig, train_ppo
     from workbench.train.reward import RewardConfig, train_rm
     from workbench.train.sft import SftConfig, train_sft
 
-    return {"sft": (SftConfig, train_sft), "rm": (RewardConfig, train_rm)}
+    return {"sft": (SftConfig, train_sft), "rm": (RewardConfig, train_rm), "ppo": (PpoConfig, train_ppo)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -240,7 +241,7 @@ def format_step(log) -> str:
     if not log.metrics:
         return f"run {log.run_id}: {log.message}"
     shown = "  ".join(f"{key} {value:.4g}" for key, value in log.metrics.items()
-                      if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin")))
+                      if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin", "objective/")))
     eta = f"  eta {log.eta_s:.0f}s" if log.eta_s is not None else ""
     return f"run {log.run_id} step {log.step}/{log.total_steps}  {shown}{eta}"
 
@@ -315,6 +316,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "rm": ("a reward model on the rankings",
                "Train a reward model (a LoRA adapter and a scalar head on the base) on the preference pairs of "
                "the project's rankings, split into train and validation by prompt."),
+        "ppo": ("PPO of a LoRA policy against the reward model",
+                "Optimise a LoRA policy (from an SFT adapter with --set init_adapter=sft-run-N, or fresh) on the "
+                "project's prompts against its newest reward model, with a KL penalty to the reference."),
     }
     for kind, (summary, description) in descriptions.items():
         sub = kinds.add_parser(kind, help=summary, description=description + " Ctrl+C saves a checkpoint and "

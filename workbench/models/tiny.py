@@ -40,8 +40,11 @@ def make_tiny_tokenizer(vocab_size: int = 400):
     return tokenizer
 
 
-def make_tiny_llama(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
-    """Write a random 2-layer Llama and its tokenizer to `folder` (safetensors) and return it."""
+def make_tiny_llama(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64, init_std: float = 0.02) -> Path:
+    """Write a random 2-layer Llama and its tokenizer to `folder` (safetensors) and return it.
+
+    With the usual init_std (0.02) its next-token distribution is nearly uniform and a LoRA
+    adapter can hardly sharpen it; a larger init_std gives peaked, learnable distributions."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -51,6 +54,7 @@ def make_tiny_llama(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=512, tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

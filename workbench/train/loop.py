@@ -130,8 +130,9 @@ def non_finite(what: str, value: float, step: int, record: RunRecord, advice: st
 # ---- checkpoints and the final adapter ---------------------------------------------------------
 
 def save_checkpoint(record: RunRecord, model, name: str, step: int, optimizer, scheduler, config,
-                    extra: dict | None = None) -> None:
-    """The adapter's weights, `extra` tensors (e.g. a reward head), optimizer, schedule and RNG."""
+                    extra: dict | None = None, extra_state: dict | None = None) -> None:
+    """The adapter's weights, `extra` tensors (e.g. a reward head), optimizer, schedule, RNG,
+    and `extra_state` (plain values such as PPO's KL coefficient)."""
     import torch
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -149,14 +150,17 @@ def save_checkpoint(record: RunRecord, model, name: str, step: int, optimizer, s
             "scheduler": scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "extra": extra_state or {},
         }, folder / "trainer_state.pt")
         (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     record.save_checkpoint(step, write, keep=config.keep_checkpoints)
 
 
-def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optimizer, scheduler) -> tuple[int, dict]:
-    """Continue from the run's last complete checkpoint, if any: (its step, its extra tensors)."""
+def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optimizer,
+                       scheduler) -> tuple[int, dict, dict]:
+    """Continue from the run's last complete checkpoint, if any: (its step, its extra tensors,
+    its extra state)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -164,7 +168,7 @@ def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optim
     last = record.last_checkpoint()
     if last is None:
         record.forget_metrics_after(0)
-        return 0, {}
+        return 0, {}, {}
     step, folder = last
     set_peft_model_state_dict(models.peft, load_file(str(folder / "adapter.safetensors")), adapter_name=name)
     extra = load_file(str(folder / "extra.safetensors")) if (folder / "extra.safetensors").is_file() else {}
@@ -178,7 +182,7 @@ def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optim
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     record.forget_metrics_after(step)
     record.log(f"Resumed from the checkpoint at step {step}.")
-    return step, extra
+    return step, extra, state.get("extra", {})
 
 
 def save_adapter(models: ModelSession, record: RunRecord, name: str,

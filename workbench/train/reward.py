@@ -241,7 +241,7 @@ class _RewardTrainer:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=total)
-        step, extra = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
+        step, extra, _ = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
         if "head.weight" in extra:
             head.weight.data.copy_(extra["head.weight"].to(device))
         save = lambda: save_checkpoint(record, model, self.name, step, optimizer, scheduler, cfg,  # noqa: E731

@@ -44,6 +44,7 @@ class StepLog:
     status: str = "running"
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    samples: tuple[dict, ...] = ()  # a few of this step's generated samples (PPO): plain strings and floats
 
 
 class RunControl:

@@ -1,0 +1,153 @@
+"""PPO on the tiny model with a rule-based reward: it learns with bounded KL, the reference is
+the frozen model, a resumed run continues exactly, non-finite rewards stop it cleanly."""
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.config import ModelSpec
+from workbench.data.prompts import PromptStore
+from workbench.data.sft_store import SftStore
+from workbench.models.loading import ModelSession
+from workbench.models.tiny import make_tiny_llama
+from workbench.project import Project
+from workbench.train.ppo import PpoConfig, _PpoTrainer, train_ppo
+from workbench.train.runs import RunControl, RunRecord, TrainingError
+from workbench.train.sft import SftConfig, train_sft
+
+FAST = dict(learning_rate=3e-3, max_new_tokens=12, batch_size=8, micro_batch_size=4, kl_coef=0.05)
+
+
+def letter_o(messages, texts):
+    """A learnable rule: the share of the letter o in the response (x10). It reads the text, as
+    any rule or reward model does, not the sampled token ids."""
+    return [10 * t.count("o") / max(1, len(t)) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def peaked_model_dir(tmp_path_factory):
+    """The tiny Llama with larger weights: its next-token distributions are peaked, so a LoRA
+    policy can move them (with the usual 0.02 init they are nearly uniform and barely move)."""
+    return make_tiny_llama(tmp_path_factory.mktemp("peaked"), init_std=0.5)
+
+
+@pytest.fixture
+def models(peaked_model_dir):
+    session = ModelSession()
+    for _ in session.load(ModelSpec(kind="folder", location=str(peaked_model_dir))):
+        pass
+    return session
+
+
+@pytest.fixture
+def project(tmp_path, peaked_model_dir):
+    project = Project.create(tmp_path / "ppo")
+    project.set_base_model(ModelSpec(kind="folder", location=str(peaked_model_dir)))
+    for i in range(10):
+        PromptStore(project).add(f"Question {i} about my order?")
+    yield project
+    project.close()
+
+
+def series(project, run_id, key):
+    return RunRecord(project, run_id).metrics()[key][1]
+
+
+def test_the_reward_rises_while_kl_stays_bounded(project, models):
+    config = PpoConfig(max_steps=30, kl_target=6.0, kl_horizon=100, **FAST)
+    logs = list(train_ppo(project, models, config, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    run = logs[-1].run_id
+    scores, kls = series(project, run, "objective/score"), series(project, run, "objective/kl")
+    assert sum(scores[-5:]) / 5 > 1.3 * sum(scores[:5]) / 5  # seeds 0-2 gave 0.45-0.55 -> 0.79-0.82
+    assert max(kls) < 40  # the controller raised beta as the KL passed its target
+    assert series(project, run, "kl/coef")[-1] > config.kl_coef
+    assert any(log.samples for log in logs) and {"prompt", "response", "score", "kl"} <= set(logs[-1 - 1].samples[0])
+    folder = RunRecord(project, logs[-1].run_id).artifact
+    assert (project.artifacts_dir / folder / "adapter_config.json").is_file()
+    assert (project.artifacts_dir / folder / "value_head.safetensors").is_file()
+
+
+def test_reference_log_probs_are_the_frozen_sft_models(project, models, peaked_model_dir):
+    from peft import PeftModel
+
+    SftStore(project).add_many([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]] * 4)
+    *_, sft = train_sft(project, models, SftConfig(max_steps=2, batch_size=2, validation_fraction=0.0,
+                                                   learning_rate=1e-2))
+    assert sft.status == "finished"
+    list(train_ppo(project, models, PpoConfig(max_steps=3, init_adapter="sft-run-1", **FAST), reward_fn=letter_o))
+    # The policy moved away from the SFT adapter, yet the reference is still exactly that adapter.
+    record = RunRecord(project, 2)
+    trainer = _PpoTrainer(project, models, PpoConfig(init_adapter="sft-run-1", **FAST), record, "ppo-check", letter_o)
+    with models.hold("test"):
+        head, device = trainer.setup()
+        rollout = trainer.generate([PromptStore(project).messages(1)] * 2, device)
+        with torch.no_grad():
+            ref, _, _ = trainer.forward(rollout, head, "sft-run-1")
+            policy, _, _ = trainer.forward(rollout, head, "ppo-run-2")
+    fresh = ModelSession()
+    for _ in fresh.load(ModelSpec(kind="folder", location=str(peaked_model_dir))):
+        pass
+    frozen = PeftModel.from_pretrained(fresh.model, str(project.artifacts_dir / RunRecord(project, 1).artifact))
+    mask = rollout.attention_mask
+    with torch.no_grad():
+        logits = frozen(input_ids=rollout.input_ids, attention_mask=mask,
+                        position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    states = logits[:, rollout.prompt_length - 1:-1].float()
+    expected = torch.log_softmax(states, -1).gather(-1, rollout.input_ids[:, rollout.prompt_length:, None]).squeeze(-1)
+    real = rollout.response_mask.bool()
+    assert torch.allclose(ref[real], expected[real], atol=1e-4)
+    assert not torch.allclose(policy[real], expected[real], atol=1e-3)
+
+
+def test_a_resumed_run_continues_as_if_never_stopped(project, models):
+    config = PpoConfig(max_steps=6, checkpoint_every=100, kl_target=1.0, kl_horizon=50, **FAST)
+    whole = list(train_ppo(project, models, config, reward_fn=letter_o))
+    control = RunControl()
+    for log in train_ppo(project, models, config, control, reward_fn=letter_o):
+        if log.step == 3 and log.metrics:
+            control.stop()
+    stopped = log.run_id
+    assert RunRecord(project, stopped).status == "stopped"
+    list(train_ppo(project, models, control=None, resume_run_id=stopped, reward_fn=letter_o))
+    for key in ("kl/coef", "objective/score", "objective/kl"):
+        assert series(project, stopped, key) == pytest.approx(series(project, whole[-1].run_id, key), rel=1e-4)
+    coefs = series(project, stopped, "kl/coef")
+    assert coefs[2] != config.kl_coef and len(coefs) == 6  # the controller moved, and carried on
+
+
+def test_a_non_finite_reward_stops_the_run_and_keeps_the_checkpoint(project, models):
+    calls = []
+
+    def breaks_at_step_3(messages, texts):
+        calls.append(1)
+        return [float("nan") if len(calls) >= 3 else 1.0 for _ in texts]
+
+    with pytest.raises(TrainingError, match="reward became nan.*checkpoint at step 2 is kept"):
+        list(train_ppo(project, models, PpoConfig(max_steps=5, checkpoint_every=2, **FAST), reward_fn=breaks_at_step_3))
+    record = RunRecord(project, 1)
+    assert record.status == "failed" and record.last_checkpoint()[0] == 2
+    assert models.busy_with is None and "ppo-run-1" not in models.adapters
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="multiple of num_minibatches"):
+        PpoConfig(batch_size=6, num_minibatches=4)
+    with pytest.raises(ValueError, match="k1 or k3"):
+        PpoConfig(kl_estimator="k2")
+
+
+def test_cli_trains_ppo_with_the_projects_reward_model(tmp_path, tiny_model_dir, capsys):
+    from tests.core.test_reward import synthetic_project
+
+    project = synthetic_project(tmp_path / "p", tiny_model_dir, prompts=8)
+    path = project.path
+    project.close()
+    assert main(["train", "ppo", str(path), "--max-steps", "2", "--set", "batch_size=4",
+                 "--set", "max_new_tokens=8"]) == 1
+    assert "no finished reward model" in capsys.readouterr().err.lower()
+    assert main(["train", "rm", str(path), "--max-steps", "2"]) == 0
+    assert main(["train", "ppo", str(path), "--max-steps", "2", "--set", "batch_size=4",
+                 "--set", "max_new_tokens=8"]) == 0
+    out = capsys.readouterr().out
+    assert "step 2/2" in out and "objective/score" in out

@@ -1,0 +1,458 @@
+"""PPO on LoRA adapters of the one shared base (Ziegler et al. 2019 / InstructGPT).
+
+- policy: a LoRA adapter `ppo-run-N`, started from an SFT adapter's weights (or fresh);
+- reference: that SFT adapter, frozen (or the plain base);
+- reward: a reward-model run's adapter and head, or any Python callable (rule-based rewards, tests);
+- value: a head of its own on the policy's last hidden state.
+
+One step, read top to bottom in `_PpoTrainer.step`: 1. sample prompts and generate with the
+policy; 2. log-probs of the policy and the reference, values; 3. scores; 4. per-token rewards
+(-beta * KL, plus the score at the last token, minus a penalty when there is no EOS); 5. GAE and
+whitened advantages; 6. several epochs of clipped policy and value losses over minibatches with
+gradient accumulation; 7. the adaptive KL controller. Log-probs are taken from the response
+positions only, a few rows at a time, never as full fp32 logits for the whole batch.
+`train_ppo(...)` is a generator of StepLogs like SFT and reward training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.data.prompts import PromptStore
+from workbench.models.generation import chat_input_ids, eos_token_ids
+from workbench.models.loading import ModelSession
+from workbench.project import Project
+from workbench.train import ops
+from workbench.train.lora_settings import LoraTrainingConfig
+from workbench.train.loop import (
+    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+)
+from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError, finished_adapters
+
+KIND = "ppo"
+METRIC_KEYS = ("objective/score", "objective/reward", "objective/kl", "loss/policy", "loss/value",
+               "policy/entropy", "policy/clipfrac", "policy/approx_kl", "value/clipfrac", "response/length",
+               "response/eos_rate", "kl/coef", "time/generate_s", "time/score_s", "time/train_s")
+RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
+
+
+@dataclass(frozen=True)
+class PpoConfig(LoraTrainingConfig):
+    """PPO settings; the shared LoRA fields apply to a fresh policy (one started from an SFT
+    adapter takes that adapter's rank and layers)."""
+
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input; 0 keeps the policy's log-probs identical between rollout and update."""
+    learning_rate: float = 2e-5
+    """Peak learning rate of AdamW, for the policy adapter and the value head."""
+    schedule: str = "constant"
+    """Learning-rate schedule after warm-up: constant, linear or cosine decay to zero."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up from zero to the peak learning rate."""
+    batch_size: int = 8
+    """Prompts (and so responses) per PPO step."""
+    max_length: int = 256
+    """Longest prompt in tokens (after the chat template); longer prompts lose their start."""
+    max_steps: int = 100
+    """PPO steps (each one batch of rollouts)."""
+    epochs: float = 1.0
+    """Unused by PPO: its length is max_steps."""
+    validation_fraction: float = 0.0
+    """Unused by PPO."""
+    checkpoint_every: int = 20
+    """Save a resumable checkpoint every this many steps (and always when stopped)."""
+    init_adapter: str = ""
+    """SFT adapter to start the policy from, which is then also the frozen reference (e.g.
+    "sft-run-2"); empty: a fresh adapter, with the plain base as reference."""
+    reward_model: str = ""
+    """Reward-model run to score with (e.g. "rm-run-3"); empty: the newest finished one."""
+    length_penalty: float = 0.0
+    """Subtracted from the score per response token (discourages padding answers for reward)."""
+    max_new_tokens: int = 64
+    """Longest response in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (1 samples from the policy itself)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts (1 turns it off)."""
+    kl_coef: float = 0.05
+    """Initial KL penalty coefficient beta."""
+    kl_target: float = 6.0
+    """KL (per response, in nats) the adaptive controller aims for; 0 keeps beta fixed."""
+    kl_horizon: float = 10_000.0
+    """How quickly the adaptive controller moves beta (in samples)."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimate in the reward: k1 (log ratio) or k3 (never negative)."""
+    missing_eos_penalty: float = 1.0
+    """Subtracted from the score of a response that never ends (hits max_new_tokens)."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """Lambda of GAE."""
+    ppo_epochs: int = 2
+    """Passes over each batch of rollouts."""
+    num_minibatches: int = 2
+    """Optimizer steps per epoch: the batch is split into this many minibatches."""
+    micro_batch_size: int = 4
+    """Rollouts per forward pass; a minibatch accumulates gradients over its micro-batches."""
+    clip_range: float = 0.2
+    """PPO's clip of the probability ratio."""
+    clip_range_value: float = 0.2
+    """Clip of the value update."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    whiten_rewards: bool = False
+    """Whiten the per-token rewards before GAE."""
+    samples_per_step: int = 8
+    """How many of each step's samples are shown and kept in the run folder."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("max_new_tokens", "ppo_epochs", "num_minibatches", "micro_batch_size", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError("batch_size must be a multiple of num_minibatches")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError("kl_estimator must be k1 or k3")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+
+
+def adapter_name(run_id: int) -> str:
+    return f"ppo-run-{run_id}"
+
+
+@dataclass
+class Rollout:
+    """One step's batch: token tensors on the model's device and plain-text copies."""
+
+    input_ids: object          # [B, P + T]: left-padded prompts, right-padded responses
+    attention_mask: object
+    prompt_length: int         # P
+    response_mask: object      # [B, T]: 1 up to and including the EOS token
+    messages: list[list[dict]]
+    texts: list[str]
+    has_eos: list[bool]
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def train_ppo(project: Project, models: ModelSession, config: PpoConfig | None = None,
+              control: RunControl | None = None, resume_run_id: int | None = None,
+              reward_fn: RewardFn | None = None) -> Iterator[StepLog]:
+    """Train (or resume) a PPO run on the project's prompts; yields a StepLog per step.
+    `reward_fn(prompts, responses) -> scores` replaces the reward model when given."""
+    control = control or RunControl()
+    if models.model is None:
+        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
+    with models.hold("PPO training"):
+        record, config, lock = start_or_resume(project, models, KIND, config, PpoConfig, resume_run_id)
+        models.busy_with = f"PPO run {record.id}"
+        name = adapter_name(record.id)
+        advice = (f"Lower batch_size (now {config.batch_size}), micro_batch_size (now {config.micro_batch_size}) "
+                  f"or max_new_tokens (now {config.max_new_tokens}), turn on gradient checkpointing, or load "
+                  "the base in 4-bit.")
+        try:
+            yield StepLog(record.id, 0, 0, message="Preparing the policy, reference, reward and value...")
+            trainer = _PpoTrainer(project, models, config, record, name, reward_fn)
+            yield from recorded(record, models, name, config.gradient_checkpointing, advice, trainer.run(control))
+        finally:
+            lock.release()
+
+
+class _PpoTrainer:
+    def __init__(self, project: Project, models: ModelSession, config: PpoConfig, record: RunRecord,
+                 name: str, reward_fn: RewardFn | None):
+        self.project, self.models, self.config, self.record, self.name = project, models, config, record, name
+        self.reward_fn = reward_fn
+        self.tokenizer = models.tokenizer
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.reference: str | None = None   # adapter name, None for the plain base
+        self.reward_model = None
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def prompts(self) -> list[list[dict]]:
+        rows = PromptStore(self.project).rows()
+        if not rows:
+            raise TrainingError("There are no prompts to train on: add some on the Rank page.")
+        return [PromptStore(self.project).messages(r.id) for r in rows]
+
+    def setup(self):
+        """Policy (from the SFT adapter or fresh), reference, reward model and value head."""
+        import torch
+        from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
+
+        cfg = self.config
+        adapters = {f"sft-run-{run_id}": folder for run_id, folder in finished_adapters(self.project, "sft")}
+        if cfg.init_adapter:
+            if cfg.init_adapter not in adapters:
+                raise TrainingError(f"No finished SFT adapter named {cfg.init_adapter}; choose from: "
+                                    f"{', '.join(adapters) or 'none yet'}.")
+            self.models.load_adapter(cfg.init_adapter, adapters[cfg.init_adapter])
+            lora = PeftConfig.from_pretrained(str(adapters[cfg.init_adapter]))
+            lora.inference_mode = False
+            self.models.add_adapter(self.name, lora)
+            state = get_peft_model_state_dict(self.models.peft, adapter_name=cfg.init_adapter)
+            set_peft_model_state_dict(self.models.peft, state, adapter_name=self.name)
+            self.reference = cfg.init_adapter
+        else:
+            self.models.add_adapter(self.name, cfg.lora_config())
+        if self.reward_fn is None:
+            self.reward_model = self.load_reward_model()
+        self.models.peft.set_adapter(self.name)
+        self.models.peft.eval()  # no dropout: rollout and update see the same policy
+        if cfg.gradient_checkpointing:
+            self.models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        device = next(self.models.model.parameters()).device
+        value_head = torch.nn.Linear(self.models.model.config.hidden_size, 1, device=device, dtype=torch.float32)
+        torch.nn.init.zeros_(value_head.weight)
+        torch.nn.init.zeros_(value_head.bias)
+        return value_head, device
+
+    def load_reward_model(self):
+        from workbench.train.reward import adapter_name as rm_adapter, load_reward_model, reward_runs
+
+        runs = {rm_adapter(run_id): folder for run_id, folder in reward_runs(self.project)}
+        if not runs:
+            raise TrainingError("There is no finished reward model: train one on the Reward page first.")
+        chosen = self.config.reward_model or next(iter(runs))
+        if chosen not in runs:
+            raise TrainingError(f"No finished reward model named {chosen}; choose from: {', '.join(runs)}.")
+        return load_reward_model(self.models, runs[chosen], chosen)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def run(self, control: RunControl) -> Iterator[StepLog]:
+        import torch
+        from transformers import get_scheduler
+
+        cfg, record = self.config, self.record
+        prompts = self.prompts()
+        torch.manual_seed(cfg.seed)
+        value_head, device = self.setup()
+        params = [p for p in self.models.peft.parameters() if p.requires_grad] + list(value_head.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        updates = cfg.max_steps * cfg.ppo_epochs * cfg.num_minibatches
+        scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
+                                  num_training_steps=updates)
+        kl = ops.KLController(cfg.kl_coef, cfg.kl_target or None, cfg.kl_horizon)
+        step, extra, state = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
+        if extra:
+            value_head.load_state_dict({"weight": extra["value.weight"].to(device),
+                                        "bias": extra["value.bias"].to(device)})
+            kl.value = state.get("kl_coef", kl.value)
+        record.log(f"{len(prompts)} prompts; {cfg.max_steps} steps of {cfg.batch_size} responses; reference: "
+                   f"{self.reference or 'the base model'}; reward: "
+                   f"{'a Python function' if self.reward_fn else self.reward_model.name}.")
+        save = lambda: save_checkpoint(  # noqa: E731 - reads `step` and `kl` when called
+            record, self.models.peft, self.name, step, optimizer, scheduler, cfg,
+            {"value.weight": value_head.weight, "value.bias": value_head.bias}, {"kl_coef": kl.value})
+        started, first_step = time.monotonic(), step
+        yield StepLog(record.id, step, cfg.max_steps, message=f"PPO for {cfg.max_steps} steps" +
+                      (f", resumed at step {step}." if step else "."))
+
+        while step < cfg.max_steps:
+            yield from between_steps(control, record, step, cfg.max_steps, started, save)
+            if record.status == "stopped":
+                return
+            metrics, samples = self.step(step, prompts, value_head, optimizer, scheduler, params, kl, device)
+            step += 1
+            metrics["kl/coef"] = kl.value
+            record.add_metrics(step, metrics)
+            self.keep_samples(step, samples)
+            if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                save()
+            elapsed = time.monotonic() - started
+            yield StepLog(record.id, step, cfg.max_steps, metrics, elapsed_s=elapsed,
+                          eta_s=elapsed / (step - first_step) * (cfg.max_steps - step), samples=tuple(samples))
+
+        folder = save_adapter(self.models, record, self.name, also=lambda f: self.save_value_head(value_head, f))
+        record.set_artifact(folder)
+        record.set_status("finished", f"Finished {cfg.max_steps} steps.")
+        record.log(f"Finished; policy adapter saved to {folder}.")
+        yield StepLog(record.id, step, cfg.max_steps, message="Finished.", status="finished",
+                      elapsed_s=time.monotonic() - started, eta_s=0.0)
+
+    def step(self, step: int, prompts, value_head, optimizer, scheduler, params, kl, device):
+        import torch
+
+        cfg = self.config
+        # 1. Sample a batch of prompts (a function of the seed and step) and generate with the policy.
+        started = time.monotonic()
+        batch = random.Random(cfg.seed * 1_000_003 + step).choices(prompts, k=cfg.batch_size)
+        rollout = self.generate(batch, device)
+        generated = time.monotonic()
+
+        # 2. Log-probs of the sampled tokens under the policy and the reference; the values.
+        with torch.no_grad():
+            old_logprobs, old_values, _ = self.forward(rollout, value_head, self.name)
+            ref_logprobs, _, _ = self.forward(rollout, value_head, self.reference)
+        mask = rollout.response_mask
+
+        # 3. Scores: the reward model (or function), minus penalties for no EOS and for length.
+        scores = torch.tensor(self.score(rollout), device=device, dtype=torch.float32)
+        raw_scores = scores.clone()
+        lengths = mask.sum(1)
+        scores = scores - cfg.missing_eos_penalty * (~torch.tensor(rollout.has_eos, device=device)).float()
+        scores = scores - cfg.length_penalty * lengths
+        scored = time.monotonic()
+        if not torch.isfinite(scores).all():
+            raise non_finite("reward", float(scores[~torch.isfinite(scores)][0]), step + 1, self.record,
+                             "Check the reward model or function")
+
+        # 4. Per-token rewards: -beta * KL everywhere, plus the score at the last real token.
+        token_kl = ops.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
+        rewards = -kl.value * token_kl
+        last = (lengths - 1).clamp(min=0).long()
+        rewards[torch.arange(len(last), device=device), last] += scores
+        if cfg.whiten_rewards:
+            rewards = ops.masked_whiten(rewards, mask, shift_mean=False)
+
+        # 5. Advantages (GAE, whitened) and returns.
+        advantages, returns = ops.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        advantages = ops.masked_whiten(advantages, mask)
+
+        # 6. PPO epochs over minibatches, accumulating gradients over micro-batches.
+        stats = {key: [] for key in ("loss/policy", "loss/value", "policy/entropy", "policy/clipfrac",
+                                     "policy/approx_kl", "value/clipfrac")}
+        minibatch = cfg.batch_size // cfg.num_minibatches
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(cfg.batch_size).tolist()
+            for start in range(0, cfg.batch_size, minibatch):
+                rows = order[start:start + minibatch]
+                for micro in range(0, len(rows), cfg.micro_batch_size):
+                    index = torch.tensor(rows[micro:micro + cfg.micro_batch_size], device=device)
+                    part = self.subset(rollout, index)
+                    logprobs, values, entropy = self.forward(part, value_head, self.name, with_entropy=True)
+                    m = mask[index]
+                    pg_loss, clipfrac, approx_kl = ops.policy_loss(logprobs, old_logprobs[index], advantages[index],
+                                                                   m, cfg.clip_range)
+                    vf_loss, vf_clipfrac = ops.value_loss(values, old_values[index], returns[index], m,
+                                                          cfg.clip_range_value)
+                    loss = (pg_loss + cfg.vf_coef * vf_loss) * len(index) / len(rows)
+                    if not torch.isfinite(loss):
+                        raise non_finite("PPO loss", loss.item(), step + 1, self.record,
+                                         f"Lower the learning rate (now {cfg.learning_rate:g})")
+                    loss.backward()
+                    for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
+                                       ("policy/entropy", ops.masked_mean(entropy, m)), ("policy/clipfrac", clipfrac),
+                                       ("policy/approx_kl", approx_kl), ("value/clipfrac", vf_clipfrac)):
+                        stats[key].append(value.item())
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        # 7. The KL controller moves beta towards the target KL.
+        mean_kl = float(token_kl.sum(1).mean())
+        kl.update(mean_kl, cfg.batch_size)
+        metrics = {key: sum(values) / len(values) for key, values in stats.items()}
+        metrics.update({
+            "objective/score": float(raw_scores.mean()),
+            "objective/reward": float(rewards.sum(1).mean()) if not cfg.whiten_rewards
+            else float((scores - kl.value * token_kl.sum(1)).mean()),
+            "objective/kl": mean_kl,
+            "response/length": float(lengths.float().mean()),
+            "response/eos_rate": sum(rollout.has_eos) / len(rollout.has_eos),
+            "time/generate_s": generated - started, "time/score_s": scored - generated,
+            "time/train_s": time.monotonic() - scored,
+        })
+        samples = [{"prompt": m[-1]["content"], "response": text, "score": float(s), "kl": float(k)}
+                   for m, text, s, k in zip(rollout.messages, rollout.texts, raw_scores.tolist(),
+                                            token_kl.sum(1).tolist())][:cfg.samples_per_step]
+        return metrics, samples
+
+    # ---- pieces of a step --------------------------------------------------------------------
+
+    def generate(self, batch: list[list[dict]], device) -> Rollout:
+        """Left-padded prompts, then sampled responses; the mask ends at each response's EOS."""
+        import torch
+
+        cfg = self.config
+        encoded = [chat_input_ids(self.tokenizer, m)[0][-cfg.max_length:].tolist() for m in batch]
+        width = max(len(ids) for ids in encoded)
+        prompt_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
+        prompt_mask = torch.zeros_like(prompt_ids)
+        for row, ids in enumerate(encoded):
+            prompt_ids[row, width - len(ids):] = torch.tensor(ids)
+            prompt_mask[row, width - len(ids):] = 1
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        self.models.peft.set_adapter(self.name)
+        with torch.no_grad():
+            sequences = self.models.peft.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
+                do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                pad_token_id=self.pad)
+        responses = sequences[:, width:]
+        eos = torch.zeros_like(responses, dtype=torch.bool)
+        for token in eos_token_ids(self.models.model, self.tokenizer):
+            eos |= responses == token
+        has_eos = eos.any(1)
+        # 1 up to and including the first EOS; everything after it is padding.
+        first_eos = torch.where(has_eos, eos.float().argmax(1), torch.full_like(has_eos, responses.shape[1], dtype=torch.long))
+        positions = torch.arange(responses.shape[1], device=device).unsqueeze(0)
+        response_mask = (positions <= first_eos.unsqueeze(1)).long()
+        responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, self.pad))
+        texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, response_mask)]
+        return Rollout(torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1), width,
+                       response_mask.float(), batch, texts, has_eos.tolist())
+
+    def subset(self, rollout: Rollout, index) -> Rollout:
+        return Rollout(rollout.input_ids[index], rollout.attention_mask[index], rollout.prompt_length,
+                       rollout.response_mask[index], [], [], [])
+
+    def forward(self, rollout: Rollout, value_head, adapter: str | None, with_entropy: bool = False):
+        """Log-probs of the response tokens and values at their positions, with `adapter`
+        active (None: the plain base). Logits exist for the response positions only."""
+        import torch
+
+        peft = self.models.peft
+        mask = rollout.attention_mask
+        position_ids = (mask.cumsum(1) - 1).clamp(min=0)  # as generate() numbered the left-padded rows
+        if adapter is None:
+            with peft.disable_adapter():
+                hidden = self.hidden(rollout, mask, position_ids)
+        else:
+            peft.set_adapter(adapter)
+            hidden = self.hidden(rollout, mask, position_ids)
+            if adapter != self.name:
+                peft.set_adapter(self.name)
+        states = hidden[:, rollout.prompt_length - 1:-1]  # the position before each response token
+        # Divided by the sampling temperature: the distribution the tokens were drawn from.
+        logits = peft.get_base_model().get_output_embeddings()(states) / self.config.temperature
+        tokens = rollout.input_ids[:, rollout.prompt_length:]
+        logprobs = ops.token_logprobs(logits, tokens)
+        values = value_head(states.float()).squeeze(-1)
+        entropy = ops.entropy_from_logits(logits) if with_entropy else None
+        return logprobs, values, entropy
+
+    def hidden(self, rollout: Rollout, mask, position_ids):
+        backbone = self.models.peft.get_base_model().base_model
+        return backbone(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids,
+                        use_cache=False).last_hidden_state
+
+    def score(self, rollout: Rollout) -> list[float]:
+        if self.reward_fn is not None:
+            return [float(s) for s in self.reward_fn(rollout.messages, rollout.texts)]
+        scores = self.reward_model.score(list(zip(rollout.messages, rollout.texts)))
+        self.models.peft.set_adapter(self.name)
+        return scores
+
+    def keep_samples(self, step: int, samples: list[dict]) -> None:
+        path = self.record.folder / "samples.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            for sample in samples:
+                handle.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
+
+    def save_value_head(self, value_head, folder) -> None:
+        from safetensors.torch import save_file
+
+        save_file({"weight": value_head.weight.detach().cpu().contiguous(),
+                   "bias": value_head.bias.detach().cpu().contiguous()}, str(folder / "value_head.safetensors"))
