@@ -4,10 +4,15 @@ from workbench.config import ModelSpec
 from workbench.models.loading import ModelSession
 
 
+def loaded(folder) -> ModelSession:
+    """A ModelSession with the model in `folder` loaded."""
+    session = ModelSession()
+    for _ in session.load(ModelSpec(kind="folder", location=str(folder))):
+        pass
+    return session
+
+
 @pytest.fixture
 def models(tiny_model_dir):
     """A ModelSession with the tiny random Llama loaded."""
-    session = ModelSession()
-    for _ in session.load(ModelSpec(kind="folder", location=str(tiny_model_dir))):
-        pass
-    return session
+    return loaded(tiny_model_dir)

@@ -8,12 +8,13 @@ from workbench.cli import main
 from workbench.config import ModelSpec
 from workbench.data.prompts import PromptStore
 from workbench.data.sft_store import SftStore
-from workbench.models.loading import ModelSession
 from workbench.models.tiny import make_tiny_llama
 from workbench.project import Project
 from workbench.train.ppo import PpoConfig, _PpoTrainer, train_ppo
 from workbench.train.runs import RunControl, RunRecord, TrainingError
 from workbench.train.sft import SftConfig, train_sft
+
+from .conftest import loaded
 
 FAST = dict(learning_rate=3e-3, max_new_tokens=12, batch_size=8, micro_batch_size=4, kl_coef=0.05)
 
@@ -33,10 +34,7 @@ def peaked_model_dir(tmp_path_factory):
 
 @pytest.fixture
 def models(peaked_model_dir):
-    session = ModelSession()
-    for _ in session.load(ModelSpec(kind="folder", location=str(peaked_model_dir))):
-        pass
-    return session
+    return loaded(peaked_model_dir)
 
 
 @pytest.fixture
@@ -85,9 +83,7 @@ def test_reference_log_probs_are_the_frozen_sft_models(project, models, peaked_m
         with torch.no_grad():
             ref, _, _ = trainer.forward(rollout, head, "sft-run-1")
             policy, _, _ = trainer.forward(rollout, head, "ppo-run-2")
-    fresh = ModelSession()
-    for _ in fresh.load(ModelSpec(kind="folder", location=str(peaked_model_dir))):
-        pass
+    fresh = loaded(peaked_model_dir)
     frozen = PeftModel.from_pretrained(fresh.model, str(project.artifacts_dir / RunRecord(project, 1).artifact))
     mask = rollout.attention_mask
     with torch.no_grad():

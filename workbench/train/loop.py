@@ -22,6 +22,57 @@ from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, Traini
 LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
 
 
+def adapter_for(kind: str, run_id: int) -> str:
+    """The name of a run's LoRA adapter on the shared base: sft-run-3, rm-run-4, ppo-run-5."""
+    return f"{kind}-run-{run_id}"
+
+
+def run_training(project: Project, models: ModelSession, kind: str, config_class, config,
+                 control: RunControl | None, resume_run_id: int | None, first_message: str,
+                 oom_advice: Callable[[object], str],
+                 steps: Callable[[object, RunRecord, str, RunControl], Iterator[StepLog]]) -> Iterator[StepLog]:
+    """What every `train_*` generator does around its own loop: claim the model (a busy model
+    refuses before any run record changes), create or resume the run and lock it, record how it
+    ends. `steps(config, record, adapter_name, control)` is the kind's own loop."""
+    control = control or RunControl()
+    if models.model is None:
+        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
+    label = LABELS.get(kind, kind)
+    with models.hold(f"{label} training"):
+        record, config, lock = start_or_resume(project, models, kind, config, config_class, resume_run_id)
+        models.busy_with = f"{label} run {record.id}"
+        name = adapter_for(kind, record.id)
+        try:
+            yield StepLog(record.id, 0, 0, message=first_message)
+            yield from recorded(record, models, name, config.gradient_checkpointing, oom_advice(config),
+                                steps(config, record, name, control))
+        finally:
+            lock.release()
+
+
+def memory_advice(config) -> str:
+    """What to change after running out of memory, for trainers of batches of sequences."""
+    return (f"Lower batch_size (now {config.batch_size}) or max_length (now {config.max_length}), raise "
+            "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
+
+
+def clip_gradients(params, max_norm: float):
+    """Clip to `max_norm` (0: no clipping) and return the total norm before clipping."""
+    import torch
+
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+
+
+def micro_batch(items: list, micro: int, micro_per_epoch: int, batch_size: int, seed: int) -> list:
+    """Micro-batch number `micro` of a whole run: a function of the seed and epoch only, so a
+    resumed run sees exactly the batches it would have seen."""
+    import torch
+
+    epoch, index = divmod(micro, micro_per_epoch)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [items[i] for i in order[index * batch_size:(index + 1) * batch_size]]
+
+
 def base_spec(models: ModelSession) -> dict | None:
     return models.spec.to_dict() if models.spec else None
 

@@ -30,7 +30,8 @@ from workbench.project import Project
 from workbench.train import ops
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+    adapter_for, between_steps, clip_gradients, non_finite, restore_checkpoint, run_training, save_adapter,
+    save_checkpoint,
 )
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError, finished_adapters
 
@@ -124,7 +125,7 @@ class PpoConfig(LoraTrainingConfig):
 
 
 def adapter_name(run_id: int) -> str:
-    return f"ppo-run-{run_id}"
+    return adapter_for(KIND, run_id)
 
 
 @dataclass
@@ -147,22 +148,17 @@ def train_ppo(project: Project, models: ModelSession, config: PpoConfig | None =
               reward_fn: RewardFn | None = None) -> Iterator[StepLog]:
     """Train (or resume) a PPO run on the project's prompts; yields a StepLog per step.
     `reward_fn(prompts, responses) -> scores` replaces the reward model when given."""
-    control = control or RunControl()
-    if models.model is None:
-        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
-    with models.hold("PPO training"):
-        record, config, lock = start_or_resume(project, models, KIND, config, PpoConfig, resume_run_id)
-        models.busy_with = f"PPO run {record.id}"
-        name = adapter_name(record.id)
-        advice = (f"Lower batch_size (now {config.batch_size}), micro_batch_size (now {config.micro_batch_size}) "
-                  f"or max_new_tokens (now {config.max_new_tokens}), turn on gradient checkpointing, or load "
-                  "the base in 4-bit.")
-        try:
-            yield StepLog(record.id, 0, 0, message="Preparing the policy, reference, reward and value...")
-            trainer = _PpoTrainer(project, models, config, record, name, reward_fn)
-            yield from recorded(record, models, name, config.gradient_checkpointing, advice, trainer.run(control))
-        finally:
-            lock.release()
+    yield from run_training(
+        project, models, KIND, PpoConfig, config, control, resume_run_id,
+        "Preparing the policy, reference, reward and value...", memory_advice,
+        lambda config, record, name, control: _PpoTrainer(project, models, config, record, name,
+                                                          reward_fn).run(control))
+
+
+def memory_advice(config: PpoConfig) -> str:
+    return (f"Lower batch_size (now {config.batch_size}), micro_batch_size (now {config.micro_batch_size}) or "
+            f"max_new_tokens (now {config.max_new_tokens}), turn on gradient checkpointing, or load the base "
+            "in 4-bit.")
 
 
 class _PpoTrainer:
@@ -189,7 +185,7 @@ class _PpoTrainer:
         from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
         cfg = self.config
-        adapters = {f"sft-run-{run_id}": folder for run_id, folder in finished_adapters(self.project, "sft")}
+        adapters = {adapter_for("sft", run_id): folder for run_id, folder in finished_adapters(self.project, "sft")}
         if cfg.init_adapter:
             if cfg.init_adapter not in adapters:
                 raise TrainingError(f"No finished SFT adapter named {cfg.init_adapter}; choose from: "
@@ -344,7 +340,7 @@ class _PpoTrainer:
                                        ("policy/entropy", ops.masked_mean(entropy, m)), ("policy/clipfrac", clipfrac),
                                        ("policy/approx_kl", approx_kl), ("value/clipfrac", vf_clipfrac)):
                         stats[key].append(value.item())
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                clip_gradients(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -410,8 +406,6 @@ class _PpoTrainer:
     def forward(self, rollout: Rollout, value_head, adapter: str | None, with_entropy: bool = False):
         """Log-probs of the response tokens and values at their positions, with `adapter`
         active (None: the plain base). Logits exist for the response positions only."""
-        import torch
-
         peft = self.models.peft
         mask = rollout.attention_mask
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)  # as generate() numbered the left-padded rows

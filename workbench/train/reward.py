@@ -26,7 +26,8 @@ from workbench.paths import write_atomically
 from workbench.project import Project
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite, restore_checkpoint,
+    run_training, save_adapter, save_checkpoint,
 )
 from workbench.train.reward_data import PairExample, conversation_ids, pad_right, preference_pairs, split_by_prompt
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
@@ -68,7 +69,7 @@ class RewardConfig(LoraTrainingConfig):
 
 
 def adapter_name(run_id: int) -> str:
-    return f"rm-run-{run_id}"
+    return adapter_for(KIND, run_id)
 
 
 # ---- scoring -------------------------------------------------------------------------------
@@ -154,21 +155,10 @@ def reward_runs(project: Project) -> list[tuple[int, Path]]:
 def train_rm(project: Project, models: ModelSession, config: RewardConfig | None = None,
              control: RunControl | None = None, resume_run_id: int | None = None) -> Iterator[StepLog]:
     """Train (or resume) a reward model on the project's rankings; yields a StepLog per step."""
-    control = control or RunControl()
-    if models.model is None:
-        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
-    with models.hold("reward-model training"):
-        record, config, lock = start_or_resume(project, models, KIND, config, RewardConfig, resume_run_id)
-        models.busy_with = f"reward-model run {record.id}"
-        name = adapter_name(record.id)
-        advice = (f"Lower batch_size (now {config.batch_size}) or max_length (now {config.max_length}), raise "
-                  "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
-        try:
-            yield StepLog(record.id, 0, 0, message="Collecting preference pairs...")
-            yield from recorded(record, models, name, config.gradient_checkpointing, advice,
-                                _RewardTrainer(project, models, config, record, name).run(control))
-        finally:
-            lock.release()
+    yield from run_training(
+        project, models, KIND, RewardConfig, config, control, resume_run_id, "Collecting preference pairs...",
+        memory_advice,
+        lambda config, record, name, control: _RewardTrainer(project, models, config, record, name).run(control))
 
 
 class _RewardTrainer:
@@ -260,7 +250,7 @@ class _RewardTrainer:
             step_started = time.monotonic()
             loss_sum, right, seen = 0.0, 0, 0
             for k in range(cfg.grad_accum):
-                pairs = self.batch(train, step * cfg.grad_accum + k, micro_per_epoch)
+                pairs = micro_batch(train, step * cfg.grad_accum + k, micro_per_epoch, cfg.batch_size, cfg.seed)
                 chosen, rejected = self.pair_scores(head, pairs, device)
                 loss = -F.logsigmoid(chosen - rejected - self.margins(pairs, device)).mean() / cfg.grad_accum
                 if not torch.isfinite(loss):
@@ -270,7 +260,7 @@ class _RewardTrainer:
                 loss_sum += loss.item()
                 right += int((chosen > rejected).sum())
                 seen += len(pairs)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            grad_norm = clip_gradients(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -300,15 +290,6 @@ class _RewardTrainer:
         record.log(f"Finished; adapter and reward head saved to {folder}.")
         yield StepLog(record.id, step, total, message="Finished.", status="finished",
                       elapsed_s=time.monotonic() - started, eta_s=0.0)
-
-    def batch(self, train: list[PairExample], micro: int, micro_per_epoch: int) -> list[PairExample]:
-        """Micro-batch number `micro` of the whole run: a function of the seed and epoch only."""
-        import torch
-
-        epoch, index = divmod(micro, micro_per_epoch)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
-        size = self.config.batch_size
-        return [train[i] for i in order[index * size:(index + 1) * size].tolist()]
 
     def validate(self, head, validation: list[PairExample], device) -> tuple[dict, list[dict]]:
         """Validation loss, pairwise accuracy and mean margin, and each pair's scores."""

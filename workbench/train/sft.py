@@ -27,7 +27,8 @@ from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    between_steps, non_finite, recorded, restore_checkpoint, save_adapter, save_checkpoint, start_or_resume,
+    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite, restore_checkpoint,
+    run_training, save_adapter, save_checkpoint,
 )
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 from workbench.train.sft_data import TokenizedExample, collate, predicted_tokens, tokenize_example
@@ -43,28 +44,16 @@ class SftConfig(LoraTrainingConfig):
 
 
 def adapter_name(run_id: int) -> str:
-    return f"sft-run-{run_id}"
+    return adapter_for(KIND, run_id)
 
 
 def train_sft(project: Project, models: ModelSession, config: SftConfig | None = None,
               control: RunControl | None = None, resume_run_id: int | None = None) -> Iterator[StepLog]:
     """Train (or resume) an SFT run on the project's examples; yields a StepLog per step."""
-    control = control or RunControl()
-    if models.model is None:
-        raise TrainingError("No model is loaded. Load the base model on the Model page first.")
-    # The model first: a busy model (Try it answering) refuses before any run record changes.
-    with models.hold("SFT training"):
-        record, config, lock = start_or_resume(project, models, KIND, config, SftConfig, resume_run_id)
-        models.busy_with = f"SFT run {record.id}"
-        name = adapter_name(record.id)
-        advice = (f"Lower batch_size (now {config.batch_size}) or max_length (now {config.max_length}), raise "
-                  "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
-        try:
-            yield StepLog(record.id, 0, 0, message="Tokenizing the examples...")
-            yield from recorded(record, models, name, config.gradient_checkpointing, advice,
-                                _Trainer(project, models, config, record, name).run(control))
-        finally:
-            lock.release()
+    yield from run_training(
+        project, models, KIND, SftConfig, config, control, resume_run_id, "Tokenizing the examples...",
+        memory_advice,
+        lambda config, record, name, control: _Trainer(project, models, config, record, name).run(control))
 
 
 class _Trainer:
@@ -159,7 +148,8 @@ class _Trainer:
 
             # 3. One optimizer step over grad_accum micro-batches, weighted by reply tokens.
             step_started = time.monotonic()
-            batches = [self.batch(train, step * cfg.grad_accum + k, micro_per_epoch) for k in range(cfg.grad_accum)]
+            batches = [micro_batch(train, step * cfg.grad_accum + k, micro_per_epoch, cfg.batch_size, cfg.seed)
+                       for k in range(cfg.grad_accum)]
             batches = [collate(b, pad_id) for b in batches]
             counts = [predicted_tokens(batch) for batch in batches]
             tokens = sum(counts)
@@ -173,7 +163,7 @@ class _Trainer:
                                      f"Lower the learning rate (now {cfg.learning_rate:g}) or check the examples")
                 loss.backward()
                 loss_sum += loss.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            grad_norm = clip_gradients(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -205,16 +195,6 @@ class _Trainer:
         record.log(f"Finished; adapter saved to {folder}.")
         yield StepLog(record.id, step, total, message="Finished.", status="finished",
                       elapsed_s=time.monotonic() - started, eta_s=0.0)
-
-    def batch(self, train: list[TokenizedExample], micro: int, micro_per_epoch: int) -> list[TokenizedExample]:
-        """Micro-batch number `micro` of the whole run: a function of the seed and epoch only."""
-        import torch
-
-        epoch, index = divmod(micro, micro_per_epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(len(train), generator=generator).tolist()
-        size = self.config.batch_size
-        return [train[i] for i in order[index * size:(index + 1) * size]]
 
     def validation_loss(self, model, validation: list[TokenizedExample], pad_id: int, device) -> float:
         import torch
