@@ -56,6 +56,27 @@ def memory_advice(config) -> str:
             "grad_accum, turn on gradient checkpointing, or load the base in 4-bit.")
 
 
+def train_adapter(models: ModelSession, name: str, config, lora_config=None):
+    """Add adapter `name` to the shared base (with `config`'s LoRA settings unless `lora_config`
+    is given) as the active, trainable one; gradient checkpointing on when `config` asks."""
+    models.add_adapter(name, lora_config or config.lora_config())
+    models.peft.set_adapter(name)
+    if config.gradient_checkpointing:
+        models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return models.peft
+
+
+def optimizer_and_schedule(params, config, total_updates: int):
+    """AdamW and the learning-rate schedule (with warm-up) of a run's `total_updates` updates."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=config.warmup_steps,
+                              num_training_steps=total_updates)
+    return optimizer, scheduler
+
+
 def clip_gradients(params, max_norm: float):
     """Clip to `max_norm` (0: no clipping) and return the total norm before clipping."""
     import torch

@@ -30,8 +30,8 @@ from workbench.project import Project
 from workbench.train import ops
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    adapter_for, between_steps, clip_gradients, non_finite, restore_checkpoint, run_training, save_adapter,
-    save_checkpoint,
+    adapter_for, between_steps, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
+    run_training, save_adapter, save_checkpoint, train_adapter,
 )
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError, finished_adapters
 
@@ -193,18 +193,16 @@ class _PpoTrainer:
             self.models.load_adapter(cfg.init_adapter, adapters[cfg.init_adapter])
             lora = PeftConfig.from_pretrained(str(adapters[cfg.init_adapter]))
             lora.inference_mode = False
-            self.models.add_adapter(self.name, lora)
+            train_adapter(self.models, self.name, cfg, lora)
             state = get_peft_model_state_dict(self.models.peft, adapter_name=cfg.init_adapter)
             set_peft_model_state_dict(self.models.peft, state, adapter_name=self.name)
             self.reference = cfg.init_adapter
         else:
-            self.models.add_adapter(self.name, cfg.lora_config())
+            train_adapter(self.models, self.name, cfg)
         if self.reward_fn is None:
             self.reward_model = self.load_reward_model()
         self.models.peft.set_adapter(self.name)
         self.models.peft.eval()  # no dropout: rollout and update see the same policy
-        if cfg.gradient_checkpointing:
-            self.models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         device = next(self.models.model.parameters()).device
         value_head = torch.nn.Linear(self.models.model.config.hidden_size, 1, device=device, dtype=torch.float32)
         torch.nn.init.zeros_(value_head.weight)
@@ -226,17 +224,13 @@ class _PpoTrainer:
 
     def run(self, control: RunControl) -> Iterator[StepLog]:
         import torch
-        from transformers import get_scheduler
 
         cfg, record = self.config, self.record
         prompts = self.prompts()
         torch.manual_seed(cfg.seed)
         value_head, device = self.setup()
         params = [p for p in self.models.peft.parameters() if p.requires_grad] + list(value_head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        updates = cfg.max_steps * cfg.ppo_epochs * cfg.num_minibatches
-        scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                  num_training_steps=updates)
+        optimizer, scheduler = optimizer_and_schedule(params, cfg, cfg.max_steps * cfg.ppo_epochs * cfg.num_minibatches)
         kl = ops.KLController(cfg.kl_coef, cfg.kl_target or None, cfg.kl_horizon)
         step, extra, state = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
         if extra:

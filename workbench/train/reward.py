@@ -26,8 +26,8 @@ from workbench.paths import write_atomically
 from workbench.project import Project
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite, restore_checkpoint,
-    run_training, save_adapter, save_checkpoint,
+    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite,
+    optimizer_and_schedule, restore_checkpoint, run_training, save_adapter, save_checkpoint, train_adapter,
 )
 from workbench.train.reward_data import PairExample, conversation_ids, pad_right, preference_pairs, split_by_prompt
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
@@ -207,7 +207,6 @@ class _RewardTrainer:
     def run(self, control: RunControl) -> Iterator[StepLog]:
         import torch
         import torch.nn.functional as F
-        from transformers import get_scheduler
 
         cfg, record = self.config, self.record
         train, validation = self.load_pairs()
@@ -219,18 +218,12 @@ class _RewardTrainer:
 
         # 1. Adapter, head, optimizer and schedule; restored from a checkpoint when resuming.
         torch.manual_seed(cfg.seed)
-        self.models.add_adapter(self.name, cfg.lora_config())
-        model = self.models.peft
-        model.set_adapter(self.name)
+        model = train_adapter(self.models, self.name, cfg)
         model.train()
-        if cfg.gradient_checkpointing:
-            self.models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         device = next(model.parameters()).device
         head = new_head(self.models.model.config.hidden_size, device)
         params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                  num_training_steps=total)
+        optimizer, scheduler = optimizer_and_schedule(params, cfg, total)
         step, extra, _ = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
         if "head.weight" in extra:
             head.weight.data.copy_(extra["head.weight"].to(device))

@@ -27,8 +27,8 @@ from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite, restore_checkpoint,
-    run_training, save_adapter, save_checkpoint,
+    adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite,
+    optimizer_and_schedule, restore_checkpoint, run_training, save_adapter, save_checkpoint, train_adapter,
 )
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 from workbench.train.sft_data import TokenizedExample, collate, predicted_tokens, tokenize_example
@@ -107,7 +107,6 @@ class _Trainer:
 
     def run(self, control: RunControl) -> Iterator[StepLog]:
         import torch
-        from transformers import get_scheduler
 
         cfg, record = self.config, self.record
         train_texts, validation_texts = self.load_examples()
@@ -122,16 +121,10 @@ class _Trainer:
 
         # 1. The adapter, the optimizer and the schedule; restored from a checkpoint when resuming.
         torch.manual_seed(cfg.seed)
-        self.models.add_adapter(self.name, cfg.lora_config())
-        model = self.models.peft
-        model.set_adapter(self.name)
+        model = train_adapter(self.models, self.name, cfg)
         model.train()
-        if cfg.gradient_checkpointing:
-            self.models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                  num_training_steps=total)
+        optimizer, scheduler = optimizer_and_schedule(params, cfg, total)
         step = self.restore(optimizer, scheduler)
         device = next(model.parameters()).device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
