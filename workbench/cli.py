@@ -112,23 +112,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-KIND_NAMES = {"sft": "SFT examples", "prefs": "preferences", "pack": "packs", "rm": "reward models"}
+KIND_NAMES = {"sft": "SFT examples", "prefs": "preferences", "pack": "packs", "rm": "reward models",
+              "policy": "policies"}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     # One --format option serves two kinds: check that the format given fits the kind.
     fits = {"sft": ("messages", "prompt-completion", "text"),
-            "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": ()}[args.kind]
+            "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": (), "policy": ()}[args.kind]
     if args.format is not None and args.format not in fits:
         raise WorkbenchError(f"--format {args.format} does not fit --kind {args.kind}; "
                              + (f"use one of {', '.join(fits)}." if fits else f"{KIND_NAMES[args.kind]} have one format."))
     fmt = args.format or (fits[0] if fits else None)
     if args.labels and args.kind != "pack":
         raise WorkbenchError("--labels applies to --kind pack only.")
-    if args.annotator is not None and args.kind in ("sft", "rm"):
+    if args.annotator is not None and args.kind in ("sft", "rm", "policy"):
         raise WorkbenchError("--annotator applies to --kind prefs and --kind pack only.")
-    if (args.run is not None or args.adapter_only) and args.kind != "rm":
-        raise WorkbenchError("--run and --adapter-only apply to --kind rm only.")
+    if args.run is not None and args.kind not in ("rm", "policy"):
+        raise WorkbenchError("--run applies to --kind rm and --kind policy only.")
+    if args.adapter_only and args.kind != "rm":
+        raise WorkbenchError("--adapter-only applies to --kind rm only.")
     if args.annotator is not None and args.kind == "pack" and not args.labels:
         raise WorkbenchError("--annotator chooses whose labels go into the pack; add --labels.")
 
@@ -152,6 +155,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             export_reward_model(spec, adapter, out)
             print(f"exported reward model run {run_id} to {out} (AutoModelForSequenceClassification, num_labels=1)")
+        return 0
+    if args.kind == "policy":
+        from workbench.train.policy_export import export_policy
+
+        with opened(args.project) as project:
+            run_id = export_policy(project, args.run, Path(args.out))
+        print(f"exported the policy adapter of PPO run {run_id} to {args.out} (PeftModel.from_pretrained loads it)")
         return 0
     if args.kind == "pack":
         from workbench.data.packs import export_pack
@@ -280,18 +290,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                               description="Export SFT examples (container from OUT's suffix: .jsonl, .csv, "
                               ".parquet, or a folder saved with datasets), preferences (--kind prefs: .jsonl, "
                               ".json or .parquet), or a labeling pack for teammates (--kind pack, e.g. "
-                              "team.rlhfpack), or a reward model (--kind rm: a folder that AutoModelForSequenceClassification loads).")
+                              "team.rlhfpack), a reward model (--kind rm: a folder that AutoModelForSequenceClassification loads), "
+                              "or a PPO policy (--kind policy: its LoRA adapter folder, which peft loads).")
     exp.add_argument("project", help="the project file")
     exp.add_argument("out", help="the file or folder to write")
-    exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm"], default="sft",
-                     help="what to export (default: sft); rm: a reward model as a transformers folder")
+    exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm", "policy"], default="sft",
+                     help="what to export (default: sft); rm: a reward model as a transformers folder; "
+                     "policy: a PPO run's adapter")
     exp.add_argument("--format", choices=["messages", "prompt-completion", "text", "standard", "conversational",
                                           "kway"],
                      help="row format: for sft messages (default), prompt-completion or text; for prefs "
                      "standard (default), conversational or kway")
     exp.add_argument("--labels", action="store_true", help="packs: include the rankings")
     exp.add_argument("--annotator", metavar="NAME", help="prefs and packs: only this annotator's rankings")
-    exp.add_argument("--run", type=int, metavar="RUN", help="rm: which reward-model run (default: the newest)")
+    exp.add_argument("--run", type=int, metavar="RUN",
+                     help="rm and policy: which reward-model or PPO run (default: the newest finished one)")
     exp.add_argument("--adapter-only", action="store_true", help="rm: only the LoRA adapter and the reward head")
     exp.set_defaults(func=cmd_export)
 

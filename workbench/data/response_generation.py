@@ -22,7 +22,7 @@ from workbench.models.generation import SamplingSettings, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.runs import finished_adapters
-from workbench.train.sft import adapter_name
+from workbench.train.loop import adapter_for
 
 BASE = "base"
 K_RANGE = (2, 6)
@@ -75,10 +75,12 @@ class GenerationEvent:
 
 
 def available_sources(project: Project) -> dict[str, Path | None]:
-    """Models a pane can come from: the base, then finished SFT adapters, newest first."""
+    """Models a pane can come from: the base, then finished SFT adapters and PPO policies,
+    newest first."""
     sources: dict[str, Path | None] = {BASE: None}
-    for run_id, folder in finished_adapters(project, "sft"):
-        sources[adapter_name(run_id)] = folder
+    for kind in ("sft", "ppo"):
+        for run_id, folder in finished_adapters(project, kind):
+            sources[adapter_for(kind, run_id)] = folder
     return sources
 
 

@@ -16,6 +16,7 @@ positions only, a few rows at a time, never as full fp32 logits for the whole ba
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -110,6 +111,9 @@ class PpoConfig(LoraTrainingConfig):
     """Whiten the per-token rewards before GAE."""
     samples_per_step: int = 8
     """How many of each step's samples are shown and kept in the run folder."""
+    heldout_fraction: float = 0.2
+    """Share of the prompts kept out of training for the before/after comparison (at least one
+    prompt when there are five or more; chosen by prompt uid, so the same prompts every run)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,10 +126,23 @@ class PpoConfig(LoraTrainingConfig):
             raise ValueError("kl_estimator must be k1 or k3")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError("heldout_fraction must be from 0 up to (not including) 1")
 
 
 def adapter_name(run_id: int) -> str:
     return adapter_for(KIND, run_id)
+
+
+def split_prompts(project: Project, heldout_fraction: float) -> tuple[list[int], list[int]]:
+    """Prompt ids to train on and those held out for the before/after comparison. The split
+    orders prompts by a hash of their uid, so the same prompts give the same split in every run,
+    on every machine (a teammate's copy included)."""
+    rows = PromptStore(project).rows()
+    ranked = sorted(rows, key=lambda r: hashlib.sha256(r.uid.encode()).hexdigest())
+    count = max(1, int(len(rows) * heldout_fraction)) if heldout_fraction and len(rows) >= 5 else 0
+    heldout = {r.id for r in ranked[:count]}
+    return [r.id for r in rows if r.id not in heldout], [r.id for r in rows if r.id in heldout]
 
 
 @dataclass
@@ -174,10 +191,13 @@ class _PpoTrainer:
     # ---- setup ---------------------------------------------------------------------------
 
     def prompts(self) -> list[list[dict]]:
-        rows = PromptStore(self.project).rows()
-        if not rows:
+        train, heldout = split_prompts(self.project, self.config.heldout_fraction)
+        if not train:
             raise TrainingError("There are no prompts to train on: add some on the Rank page.")
-        return [PromptStore(self.project).messages(r.id) for r in rows]
+        self.record.folder.mkdir(parents=True, exist_ok=True)
+        (self.record.folder / "heldout_prompts.json").write_text(json.dumps(heldout))
+        store = PromptStore(self.project)
+        return [store.messages(prompt_id) for prompt_id in train]
 
     def setup(self):
         """Policy (from the SFT adapter or fresh), reference, reward model and value head."""
@@ -237,7 +257,7 @@ class _PpoTrainer:
             value_head.load_state_dict({"weight": extra["value.weight"].to(device),
                                         "bias": extra["value.bias"].to(device)})
             kl.value = state.get("kl_coef", kl.value)
-        record.log(f"{len(prompts)} prompts; {cfg.max_steps} steps of {cfg.batch_size} responses; reference: "
+        record.log(f"{len(prompts)} training prompts; {cfg.max_steps} steps of {cfg.batch_size} responses; reference: "
                    f"{self.reference or 'the base model'}; reward: "
                    f"{'a Python function' if self.reward_fn else self.reward_model.name}.")
         save = lambda: save_checkpoint(  # noqa: E731 - reads `step` and `kl` when called

@@ -1,0 +1,46 @@
+"""Export a trained PPO policy: its LoRA adapter folder, which plain peft loads onto the base
+(`PeftModel.from_pretrained(base, folder)`), plus `policy.json` saying what made it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+from workbench.project import Project
+from workbench.train.runs import RunRecord, finished_adapters
+
+VALUE_HEAD = "value_head.safetensors"  # PPO's value head, kept out of the export: peft has no use for it
+
+
+def policy_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
+    """The adapter folder of PPO run `run_id`, or of the newest finished one."""
+    runs = finished_adapters(project, "ppo")
+    if not runs:
+        raise WorkbenchError(f"{project.path.name} has no finished PPO run; train one first "
+                             "(workbench train ppo, or the PPO page).")
+    if run_id is None:
+        return runs[0]
+    for found, folder in runs:
+        if found == run_id:
+            return found, folder
+    raise WorkbenchError(f"run {run_id} is not a finished PPO run; finished ones: "
+                         f"{', '.join(str(r) for r, _ in runs)}.")
+
+
+def export_policy(project: Project, run_id: int | None, out: Path) -> int:
+    """Copy the policy adapter of run `run_id` (default: the newest) to the new folder `out`;
+    returns the run id."""
+    run_id, adapter = policy_run_folder(project, run_id)
+    out = Path(out)
+    if out.exists():
+        raise WorkbenchError(f"{out} already exists; choose a new folder.")
+    shutil.copytree(adapter, out, ignore=shutil.ignore_patterns(VALUE_HEAD))
+    record = RunRecord(project, run_id)
+    (out / "policy.json").write_text(json.dumps({
+        "run": run_id, "base_model": project.base_model.display_name if project.base_model else "",
+        "reference": record.config.get("init_adapter") or "base", "config": record.config,
+        "how_to_load": "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), this_folder)"},
+        indent=2))
+    return run_id
