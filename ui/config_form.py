@@ -1,13 +1,15 @@
 """A form built from a config dataclass: one editor per field, its docstring as the tooltip.
 
-Used for SFT settings now and for the reward-model and PPO settings next, so a new field in a
-core config shows up in the GUI without touching this code.
+Used for the SFT, reward-model and PPO settings, so a new field in a core config shows up in
+the GUI without touching this code. `changed` fires on any edit (the PPO page re-estimates
+memory); `set_choices` refills a field's combo box (adapters that exist in the project).
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget,
 )
@@ -16,6 +18,8 @@ from workbench.config import field_docs
 
 
 class ConfigForm(QWidget):
+    changed = Signal()
+
     def __init__(self, config_class, choices: dict[str, tuple[str, ...]] | None = None,
                  labels: dict[str, str] | None = None):
         super().__init__()
@@ -30,6 +34,23 @@ class ConfigForm(QWidget):
             self.editors[field.name] = editor
             layout.addRow(labels.get(field.name, field.name.replace("_", " ").capitalize()), editor)
         self.set_value(config_class())
+        for editor in self.editors.values():
+            signal = (editor.currentTextChanged if isinstance(editor, QComboBox) else
+                      editor.toggled if isinstance(editor, QCheckBox) else
+                      editor.valueChanged if isinstance(editor, (QSpinBox, QDoubleSpinBox)) else editor.textChanged)
+            signal.connect(self.changed)
+
+    def set_choices(self, name: str, options: list[str]) -> None:
+        """Refill field `name`'s combo box, keeping its value when it is still an option."""
+        box = self.editors[name]
+        current = box.currentText()
+        box.blockSignals(True)
+        box.clear()
+        box.addItems(options)
+        box.setCurrentText(current if current in options else options[0])
+        box.blockSignals(False)
+        if box.currentText() != current:
+            self.changed.emit()
 
     @staticmethod
     def _editor(name: str, type_name: str, options: tuple[str, ...] | None) -> QWidget:

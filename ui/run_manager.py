@@ -1,8 +1,8 @@
 """The one training run the GUI has going: start, pause, resume, stop, and its step reports.
 
 Pages never hold the run themselves: the Train page starts it, the Runs page lists it, and
-both follow it through these signals. The run is a core generator (train_sft, train_rm; PPO
-training next) run by the generic worker; pause and stop go through a RunControl that the
+both follow it through these signals. The run is a core generator (train_sft, train_rm,
+train_ppo) run by the generic worker; pause and stop go through a RunControl that the
 generator reads between steps, so a stop always ends with a checkpoint.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from workbench.train.runs import RunControl, StepLog
+from workbench.train.ppo import train_ppo
 from workbench.train.reward import train_rm
 from workbench.train.sft import train_sft
 from ui.garbage import freeze_long_lived_objects
@@ -18,7 +19,7 @@ from ui.session import WorkbenchSession
 from ui.workers import BackgroundTask
 
 
-TRAINERS = {"sft": train_sft, "rm": train_rm}
+TRAINERS = {"sft": train_sft, "rm": train_rm, "ppo": train_ppo}
 
 
 class RunManager(QObject):
@@ -47,7 +48,7 @@ class RunManager(QObject):
         return self.running and self.control is not None and self.control.pause_requested
 
     def start(self, kind: str, config, resume_run_id: int | None = None) -> None:
-        """Start a new `kind` run ("sft" or "rm") with `config`, or resume run `resume_run_id`
+        """Start a new `kind` run ("sft", "rm" or "ppo") with `config`, or resume run `resume_run_id`
         with its own config."""
         if self.running:
             return

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.errors import WorkbenchError
 from workbench.train.ppo import PpoConfig, split_prompts, train_ppo

@@ -161,10 +161,11 @@ class RunSettings(QGroupBox):
     """A run's settings form (from its config dataclass), a hint and Start. The project
     remembers the last settings started under `meta_key`, and the form shows them again."""
 
-    def __init__(self, title: str, config_class, start_text: str, meta_key: str):
+    def __init__(self, title: str, config_class, start_text: str, meta_key: str,
+                 choices: dict[str, tuple[str, ...]] | None = None):
         super().__init__(title)
         self.config_class, self.meta_key = config_class, meta_key
-        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES}, labels=FORM_LABELS)
+        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES, **(choices or {})}, labels=FORM_LABELS)
         scroll = QScrollArea()
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)

@@ -1,0 +1,382 @@
+"""PPO page: settings with a memory estimate, the live run, and "Did it work?".
+
+Left: PpoConfig's form (the SFT adapter to start from and the reward model are picked from the
+project's finished runs) with the estimated memory of the run, and Start. Right, two tabs:
+- Live run: the run monitor (progress, pause/resume/stop, plots of every PPO statistic, log)
+  and the table of the latest step's samples; double-click one to read it whole.
+- Did it work?: a finished run's policy against its reference on held-out prompts, scored by
+  the reward model (win rate, KL reached), and a button that sends the answers to the Rank page
+  for a blind human judgement, whose win rate shows here once labeled.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox,
+    QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout, QWidget,
+)
+
+from workbench.train.loop import adapter_for
+from workbench.train.ppo import METRIC_KEYS, PpoConfig
+from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
+from workbench.train.ppo_memory import estimate_for_session
+from workbench.train.reward import adapter_name as rm_adapter, reward_runs
+from workbench.train.runs import RunRecord, finished_adapters
+from ui.pages.train_page import RunMonitor, RunSettings
+from ui.run_manager import RunManager
+from ui.session import WorkbenchSession
+
+PROGRESS_KEYS = ("objective/score", "objective/kl", "kl/coef")
+
+
+def read_only_table(headers: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setWordWrap(False)
+    return table
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+class TextDialog(QDialog):
+    """A sample or a compared pair in full."""
+
+    def __init__(self, parent: QWidget, title: str, markdown: str):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.view = QTextBrowser()
+        self.view.setMarkdown(markdown)
+        QVBoxLayout(self).addWidget(self.view)
+        self.resize(760, 560)
+
+
+class SamplesTable(QWidget):
+    """The samples of the latest step: prompt, response, score and KL."""
+
+    def __init__(self):
+        super().__init__()
+        self.samples: list[dict] = []
+        self.title = QLabel("Samples of the latest step appear here.")
+        self.table = read_only_table(["Prompt", "Response", "Score", "KL"])
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for column in (2, 3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("Double-click a sample to read it whole")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addWidget(self.table)
+        self.table.cellDoubleClicked.connect(self.open_sample)
+
+    def show_samples(self, step: int, samples: list[dict]) -> None:
+        self.samples = list(samples)
+        self.title.setText(f"Samples of step {step} (double-click to read one whole):")
+        self.table.setRowCount(len(samples))
+        for row, sample in enumerate(samples):
+            for column, text in enumerate((one_line(sample["prompt"]), one_line(sample["response"]),
+                                           f"{sample['score']:+.3f}", f"{sample['kl']:.3f}")):
+                item = QTableWidgetItem(text)
+                if column >= 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, column, item)
+
+    def show_from_run(self, record: RunRecord) -> None:
+        """The last step's samples of a past run, from its samples.jsonl."""
+        import json
+
+        path = record.folder / "samples.jsonl"
+        if not path.is_file():
+            self.table.setRowCount(0)
+            self.title.setText("This run kept no samples.")
+            return
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        last = max((r["step"] for r in rows), default=0)
+        self.show_samples(last, [r for r in rows if r["step"] == last])
+
+    @Slot(int, int)
+    def open_sample(self, row: int, _column: int = 0) -> None:
+        if row < len(self.samples):
+            s = self.samples[row]
+            TextDialog(self, "PPO sample", f"**Prompt:** {s['prompt']}\n\n**Score** {s['score']:+.3f} · "
+                       f"**KL** {s['kl']:.3f}\n\n---\n\n{s['response']}").open()
+
+
+class ComparisonView(QWidget):
+    """A finished run's policy against its reference on held-out prompts."""
+
+    review_prompt = Signal(int)  # open the Rank page on this prompt
+
+    def __init__(self, session: WorkbenchSession):
+        super().__init__()
+        self.session = session
+        self.comparison: Comparison | None = None
+        self.task = None
+        self.run = QComboBox()
+        self.run.setToolTip("A finished PPO run")
+        self.answers = QSpinBox(minimum=1, maximum=3, value=2)
+        self.answers.setToolTip("Answers per held-out prompt from each side (one batched call per prompt)")
+        self.compare_button = QPushButton("Compare on held-out prompts")
+        self.compare_button.setObjectName("primary")
+        self.send_button = QPushButton("Send to Rank page (blind)")
+        self.send_button.setToolTip("Each held-out prompt's answers become one batch on the Rank page, shown in "
+                                    "blind order; rank them and the human win rate appears here")
+        self.summary = QLabel("Choose a finished PPO run and compare it with its reference.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.human = QLabel("")
+        self.human.setWordWrap(True)
+        self.human.setTextFormat(Qt.TextFormat.RichText)
+        self.table = read_only_table(["Prompt", "Reference", "Policy", "Ref score", "Policy score", "KL"])
+        header = self.table.horizontalHeader()
+        for column in range(3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+        for column in range(3, 6):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("Double-click to read both answers whole")
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Run"))
+        row.addWidget(self.run, 1)
+        row.addWidget(QLabel("Answers per prompt"))
+        row.addWidget(self.answers)
+        row.addWidget(self.compare_button)
+        row.addWidget(self.send_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.human)
+        layout.addWidget(self.table, 1)
+
+        self.run.currentIndexChanged.connect(self._show_selected)
+        self.compare_button.clicked.connect(self.compare)
+        self.send_button.clicked.connect(self.send)
+        self.table.cellDoubleClicked.connect(self.open_pair)
+        session.project_data_changed.connect(self._show_human)
+        session.model_changed.connect(self._update_buttons)
+
+    def refresh(self) -> None:
+        project = self.session.project
+        runs = policy_runs(project) if project is not None else []
+        chosen = self.run.currentData()
+        self.run.blockSignals(True)
+        self.run.clear()
+        for run_id, _folder in runs:
+            self.run.addItem(f"run {run_id}", run_id)
+        if chosen is not None and self.run.findData(chosen) >= 0:
+            self.run.setCurrentIndex(self.run.findData(chosen))
+        self.run.blockSignals(False)
+        self._show_selected()
+
+    @Slot()
+    def _show_selected(self) -> None:
+        run_id = self.run.currentData()
+        project = self.session.project
+        comparison = Comparison.load(RunRecord(project, run_id).folder) if run_id is not None else None
+        self.show_comparison(comparison)
+        if run_id is None:
+            self.summary.setText("No finished PPO run yet: start one in the settings on the left.")
+        elif comparison is None:
+            self.summary.setText(f"Run {run_id} has not been compared yet: press Compare.")
+
+    def show_comparison(self, comparison: Comparison | None) -> None:
+        self.comparison = comparison
+        pairs = comparison.pairs if comparison else []
+        self.table.setRowCount(len(pairs))
+        for row, p in enumerate(pairs):
+            better = p.policy_score > p.reference_score
+            for column, text in enumerate((one_line(p.prompt), one_line(p.reference), one_line(p.policy),
+                                           f"{p.reference_score:+.3f}", f"{p.policy_score:+.3f}", f"{p.kl:.2f}")):
+                item = QTableWidgetItem(text)
+                if column == 4 and better:
+                    item.setForeground(Qt.GlobalColor.darkGreen)
+                self.table.setItem(row, column, item)
+        if comparison is not None:
+            self.summary.setText(comparison.summary())
+        self._show_human()
+        self._update_buttons()
+
+    @Slot()
+    def _show_human(self) -> None:
+        c, project = self.comparison, self.session.project
+        if c is None or project is None or not c.sent_batches:
+            self.human.setText("")
+            return
+        result = human_win_rate(project, c)
+        if result is None:
+            self.human.setText(f"Sent {len(c.sent_batches)} prompts to the Rank page; rank them there and the "
+                               "human win rate appears here.")
+        else:
+            rate, pairs, labels = result
+            self.human.setText(f"<b>Human win rate of the policy: {rate:.0%}</b> over {pairs} reference-vs-policy "
+                               f"pairs from {labels} rankings of {len(c.sent_batches)} sent prompts (ties count half).")
+
+    @Slot()
+    def _update_buttons(self) -> None:
+        busy = self.task is not None
+        self.compare_button.setEnabled(not busy and self.run.currentData() is not None
+                                       and self.session.models.loaded)
+        self.send_button.setEnabled(not busy and self.comparison is not None and bool(self.comparison.pairs)
+                                    and not self.comparison.sent_batches)
+
+    @Slot()
+    def compare(self) -> None:
+        run_id, project, models = self.run.currentData(), self.session.project, self.session.models
+        if run_id is None or self.task is not None:
+            return
+        self.session.release_model()
+        answers = self.answers.value()
+
+        def got(item) -> None:
+            if isinstance(item, Comparison):
+                self.show_comparison(item)
+            else:
+                self.summary.setText(item)
+
+        def failed(message: str) -> None:
+            self.summary.setText(f"Could not compare: {message}")
+
+        def done(_outcome: str) -> None:
+            self.task = None
+            self._update_buttons()
+
+        self.task = self.session.run_task(
+            lambda should_stop: compare_policy(project, models, run_id, answers, should_stop),
+            on_item=got, on_error=failed, on_finished=done)
+        self._update_buttons()
+
+    @Slot()
+    def send(self) -> None:
+        if self.comparison is None or self.session.project is None:
+            return
+        made = send_to_ranking(self.session.project, self.comparison)
+        self.session.project_data_changed.emit()
+        self._show_human()
+        self._update_buttons()
+        if made:
+            self.review_prompt.emit(self.comparison.pairs[0].prompt_id)
+
+    @Slot(int, int)
+    def open_pair(self, row: int, _column: int = 0) -> None:
+        if self.comparison is not None and row < len(self.comparison.pairs):
+            p = self.comparison.pairs[row]
+            TextDialog(self, "Reference and policy", f"**Prompt:** {p.prompt}\n\n---\n\n**Reference** "
+                       f"({self.comparison.reference}, score {p.reference_score:+.3f})\n\n{p.reference}\n\n---\n\n"
+                       f"**Policy** ({self.comparison.policy}, score {p.policy_score:+.3f}, KL {p.kl:.2f})\n\n"
+                       f"{p.policy}").open()
+
+
+class PpoPage(QWidget):
+    review_prompt = Signal(int)
+
+    def __init__(self, session: WorkbenchSession, runs: RunManager):
+        super().__init__()
+        self.session, self.runs = session, runs
+        title = QLabel("PPO")
+        title.setObjectName("pageTitle")
+        subtitle = QLabel("Reinforcement learning from the reward model: a LoRA policy samples answers to your "
+                          "prompts, the reward model scores them, and PPO moves the policy towards higher "
+                          "scores while a KL penalty keeps it close to its reference.")
+        subtitle.setWordWrap(True)
+        # The adapter and reward-model combos are filled from the project's finished runs.
+        self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
+                                    choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")})
+        self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
+        self.memory = QLabel("")
+        self.memory.setWordWrap(True)
+        self.memory.setToolTip("Estimated from the model's shape and these settings: base weights, adapters with "
+                               "the optimizer, the generation cache and one micro-batch's activations")
+        self.settings.layout().insertWidget(1, self.memory)
+        self.monitor = RunMonitor(runs, kind="ppo", keys=METRIC_KEYS, progress_keys=PROGRESS_KEYS)
+        self.samples = SamplesTable()
+        live = QSplitter(Qt.Orientation.Vertical)
+        live.addWidget(self.monitor)
+        live.addWidget(self.samples)
+        live.setSizes([560, 200])
+        self.comparison = ComparisonView(session)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(live, "Live run")
+        self.tabs.addTab(self.comparison, "Did it work?")
+        body = QHBoxLayout()
+        body.addWidget(self.settings)
+        body.addWidget(self.tabs, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(subtitle)
+        layout.addLayout(body, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.form.changed.connect(self._estimate)
+        self.comparison.review_prompt.connect(self.review_prompt)
+        runs.step.connect(lambda log: runs.kind == "ppo" and log.samples and
+                          self.samples.show_samples(log.step, list(log.samples)))
+        session.project_changed.connect(self._project_changed)
+        session.model_changed.connect(self._update_enabled)
+        session.adapters_changed.connect(self.refresh)
+        runs.state_changed.connect(self._update_enabled)
+        self._project_changed()
+
+    @Slot()
+    def _project_changed(self) -> None:
+        self.refresh()
+        self.settings.restore(self.session.project)
+        self._estimate()
+
+    @Slot()
+    def refresh(self) -> None:
+        """Adapters and reward models to choose from, finished runs to compare, then the buttons."""
+        project = self.session.project
+        sft = [adapter_for("sft", run_id) for run_id, _ in finished_adapters(project, "sft")] if project else []
+        rms = [rm_adapter(run_id) for run_id, _ in reward_runs(project)] if project else []
+        self.form.set_choices("init_adapter", [""] + sft)
+        self.form.set_choices("reward_model", [""] + rms)
+        self.comparison.refresh()
+        if project is not None and not self.runs.running:
+            runs = policy_runs(project)
+            if runs:
+                self.monitor.show_finished(runs[0][0])
+                self.samples.show_from_run(RunRecord(project, runs[0][0]))
+        self._update_enabled()
+
+    @Slot()
+    def start(self) -> None:
+        config = self.settings.config(self.session.project)
+        if config is not None:
+            self.tabs.setCurrentIndex(0)
+            self.runs.start("ppo", config)
+
+    @Slot()
+    def _estimate(self) -> None:
+        try:
+            config = self.form.value()
+        except ValueError:
+            self.memory.setText("")
+            return
+        estimate = estimate_for_session(self.session.models, config)
+        if estimate is None:
+            self.memory.setText("Load a model to see how much memory this run needs.")
+            return
+        info = self.session.models.info
+        where = "GPU memory" if info and info.device.startswith("cuda") else "memory"
+        self.memory.setText(f"<b>Estimated {where}:</b> {estimate.describe()}")
+
+    @Slot()
+    def _update_enabled(self) -> None:
+        project, models = self.session.project, self.session.models
+        prompts = project.query("SELECT COUNT(*) FROM prompts")[0][0] if project is not None else 0
+        has_rm = bool(reward_runs(project)) if project is not None else False
+        reason = ("Open a project first." if project is None else
+                  "Load a base model on the Model page first." if not models.loaded else
+                  "Add prompts on the Rank page first." if prompts == 0 else
+                  "Train a reward model on the Reward page first." if not has_rm else
+                  "A run is in progress." if self.runs.running else "")
+        ready = f"{prompts:,} prompts, {models.info.name} on {models.info.device}." if models.info else ""
+        self.settings.set_ready(reason, ready, self.session.loading)
+        self._estimate()
