@@ -21,7 +21,8 @@ class ConfigForm(QWidget):
     changed = Signal()
 
     def __init__(self, config_class, choices: dict[str, tuple[str, ...]] | None = None,
-                 labels: dict[str, str] | None = None):
+                 labels: dict[str, str] | None = None, hidden: tuple[str, ...] = ()):
+        """`hidden`: fields a kind of run ignores; they get no editor and keep their defaults."""
         super().__init__()
         self.config_class = config_class
         self.editors: dict[str, QWidget] = {}
@@ -29,6 +30,8 @@ class ConfigForm(QWidget):
         layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         for field in fields(config_class):
+            if field.name in hidden:
+                continue
             editor = self._editor(field.name, str(field.type), choices.get(field.name))
             editor.setToolTip(docs.get(field.name, ""))
             self.editors[field.name] = editor

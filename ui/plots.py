@@ -166,6 +166,7 @@ class MetricsView(QWidget):
         self._drew_in_sweep = False
         self._timer.timeout.connect(self._redraw)
         self._build_widgets()
+        self._order = list(keys)  # plots made up front keep this order; later ones follow, sorted
         for key in keys:
             self._plots[key] = self._new_plot(key)
         if self._plots:
@@ -272,10 +273,12 @@ class MetricsView(QWidget):
         return raw, smooth
 
     def _layout_plots(self) -> None:
-        """Place plots in key order, so that loss/* sit together. Moves widgets, rebuilds nothing."""
+        """Place plots in the order of the keys given up front (the most telling first), then the
+        others in key order, so that loss/* sit together. Moves widgets, rebuilds nothing."""
         for widget in self._plots.values():
             self._grid.removeWidget(widget)
-        for index, key in enumerate(sorted(self._plots)):
+        rank = {key: index for index, key in enumerate(self._order)}
+        for index, key in enumerate(sorted(self._plots, key=lambda k: (rank.get(k, len(rank)), k))):
             self._grid.addWidget(self._plots[key], index // COLUMNS, index % COLUMNS)
         for column in range(COLUMNS):
             self._grid.setColumnStretch(column, 1)  # equal widths, whatever each axis needs

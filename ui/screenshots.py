@@ -55,13 +55,23 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
         written = []
         for index, name in enumerate(window.pages, start=1):
             window.show_page(name)
-            # Plots on a page that was hidden draw when shown, one per timer pass.
-            views = window.pages[name].findChildren(MetricsView)
-            wait_until(lambda: not any(view.pending for view in views), timeout_s=10)
-            path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}.png"
-            if not window.grab().save(str(path)):
-                raise WorkbenchError(f"could not write {path}")
-            written.append(path)
+            page = window.pages[name]
+            tabs = getattr(page, "tabs", None)  # a page with tabs gets one picture per tab
+            for tab in range(tabs.count() if tabs is not None else 1):
+                suffix = ""
+                if tabs is not None:
+                    tabs.setCurrentIndex(tab)
+                    suffix = "" if tab == 0 else "-" + "".join(c for c in tabs.tabText(tab).lower().replace(" ", "-")
+                                                               if c.isalnum() or c == "-")
+                # Plots on a page that was hidden draw when shown, one per timer pass.
+                views = page.findChildren(MetricsView)
+                wait_until(lambda: not any(view.pending for view in views), timeout_s=10)
+                path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}{suffix}.png"
+                if not window.grab().save(str(path)):
+                    raise WorkbenchError(f"could not write {path}")
+                written.append(path)
+            if tabs is not None:
+                tabs.setCurrentIndex(0)
         return written
     finally:
         window.close()

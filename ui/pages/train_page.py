@@ -98,6 +98,8 @@ class RunMonitor(QWidget):
         self.plots.set_run_history(run_id, f"run {run_id}", metrics)
         self.plots.show_runs([run_id])
         self.title.setText(f"Run {run_id} · {self.label} · {record.status}")
+        self.log.setPlainText("\n".join(f"{time.strftime('%H:%M:%S', time.localtime(at))}  {message}"
+                                         for at, _level, message in record.logs()[-500:]))
 
     @Slot(int)
     def _started(self, run_id: int) -> None:
@@ -162,10 +164,11 @@ class RunSettings(QGroupBox):
     remembers the last settings started under `meta_key`, and the form shows them again."""
 
     def __init__(self, title: str, config_class, start_text: str, meta_key: str,
-                 choices: dict[str, tuple[str, ...]] | None = None):
+                 choices: dict[str, tuple[str, ...]] | None = None, hidden: tuple[str, ...] = ()):
         super().__init__(title)
         self.config_class, self.meta_key = config_class, meta_key
-        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES, **(choices or {})}, labels=FORM_LABELS)
+        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES, **(choices or {})}, labels=FORM_LABELS,
+                               hidden=hidden)
         scroll = QScrollArea()
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)
