@@ -1,9 +1,11 @@
-"""Event-loop stall in the GUI while the demo model loads, Try-it streams, and SFT trains.
+"""Event-loop stall in the GUI while the demo model loads, Try-it streams, SFT trains, a
+reward model trains and PPO runs.
 
-    .venv/bin/python bench/ui_responsiveness.py [--sft-steps 20]
+    .venv/bin/python bench/ui_responsiveness.py [--sft-steps 20] [--rm-steps 6] [--ppo-steps 10]
 
-The SFT phase trains on a temporary copy of the demo project through the Train page, exactly
-as a user would start it, and also prints the run's loss curve.
+Every phase works on a temporary copy of the demo project through the pages, exactly as a user
+would start it. The reward model learns from synthetic rankings made for the bench (apologetic
+answers first); PPO then runs on it from the PPO page, and its curves are printed too.
 
 A 10 ms QTimer heartbeat runs in the GUI thread; each tick's lateness (how much later than
 10 ms after the previous one it fired) is what a user feels as a frozen window. Prints p50,
@@ -24,6 +26,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QTimer  # noqa: E402
 
 from workbench.config import ModelSpec  # noqa: E402
+from workbench.data.prompts import PromptStore  # noqa: E402
+from workbench.data.rankings import RankingStore  # noqa: E402
 from workbench.demo_project import ensure_demo_project  # noqa: E402
 from workbench.project import Project  # noqa: E402
 from workbench.train.runs import RunRecord  # noqa: E402
@@ -64,6 +68,8 @@ def report(name: str, values: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft-steps", type=int, default=20, help="SFT steps to time (0 skips SFT)")
+    parser.add_argument("--rm-steps", type=int, default=6, help="reward-model steps (0 skips RM and PPO)")
+    parser.add_argument("--ppo-steps", type=int, default=10, help="PPO steps to time (0 skips PPO)")
     args = parser.parse_args()
     application()
     session = WorkbenchSession(remember_projects=False)
@@ -111,7 +117,51 @@ def main() -> None:
         for key in ("loss/train", "loss/validation"):
             steps, values = metrics.get(key, ([], []))
             print(f"  {key:16}", "  ".join(f"{s}:{v:.3f}" for s, v in zip(steps, values)))
+    if args.rm_steps:
+        add_synthetic_rankings(session.project)
+        session.project_data_changed.emit()
+        window.show_page("Reward")
+        form = window.reward_page.form
+        form.editors["max_steps"].setValue(args.rm_steps)
+        form.editors["eval_every"].setValue(args.rm_steps)
+        wait_until(lambda: False, 1.0)
+        beat.take()
+        run_phase(window, window.reward_page.start, f"reward model, {args.rm_steps} steps", beat)
+    if args.rm_steps and args.ppo_steps:
+        window.show_page("PPO")
+        form = window.ppo_page.form
+        form.editors["max_steps"].setValue(args.ppo_steps)
+        form.editors["max_new_tokens"].setValue(48)
+        wait_until(lambda: False, 1.0)
+        beat.take()
+        record = run_phase(window, window.ppo_page.start, f"PPO, {args.ppo_steps} steps (batch 8)", beat)
+        metrics = record.metrics()
+        for key in ("objective/score", "objective/kl", "time/generate_s", "time/score_s", "time/train_s"):
+            steps, values = metrics.get(key, ([], []))
+            print(f"  {key:16}", "  ".join(f"{s}:{v:.2f}" for s, v in zip(steps, values)))
     session.shutdown()
+
+
+def run_phase(window, start, name: str, beat: Heartbeat) -> RunRecord:
+    """Start a run from its page, wait for its end, report the heartbeat and the run's time."""
+    started = time.perf_counter()
+    start()
+    wait_until(lambda: window.runs.run_id is not None, 60)
+    wait_until(lambda: not window.runs.running, 3600)
+    seconds = time.perf_counter() - started
+    report(name, beat.take())
+    record = RunRecord(window.session.project, window.runs.run_id)
+    print(f"{name}: run {record.id} {record.status} in {seconds:.1f} s ({record.message})")
+    return record
+
+
+def add_synthetic_rankings(project: Project) -> None:
+    """Two answers per prompt, the apologetic one ranked first, so a reward model has pairs."""
+    store, rankings = PromptStore(project), RankingStore(project)
+    for row in store.rows():
+        batch = rankings.add_batch(row.id, ["I'm sorry about that. Let me check your order right away.",
+                                            "Read the FAQ."], [{"source": "bench"}] * 2)
+        rankings.save_ranking(batch.uid, "bench", [[batch.responses[0].id], [batch.responses[1].id]])
 
 
 if __name__ == "__main__":

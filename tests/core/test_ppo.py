@@ -126,6 +126,23 @@ def test_a_non_finite_reward_stops_the_run_and_keeps_the_checkpoint(project, mod
     assert models.busy_with is None and "ppo-run-1" not in models.adapters
 
 
+def test_out_of_memory_ends_the_run_saying_what_to_reduce(project, models, monkeypatch):
+    real_generate, calls = _PpoTrainer.generate, []
+
+    def runs_out_at_step_2(self, batch, device):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real_generate(self, batch, device)
+
+    monkeypatch.setattr(_PpoTrainer, "generate", runs_out_at_step_2)
+    with pytest.raises(TrainingError, match="Out of memory.*max_new_tokens"):
+        list(train_ppo(project, models, PpoConfig(max_steps=4, **FAST), reward_fn=letter_o))
+    record = RunRecord(project, 1)
+    assert record.status == "failed" and "micro_batch_size (now 4)" in record.message
+    assert models.busy_with is None and models.peft is None  # the base is free for the next run
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="multiple of num_minibatches"):
         PpoConfig(batch_size=6, num_minibatches=4)

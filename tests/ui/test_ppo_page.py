@@ -54,6 +54,8 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
                                 for key in ("objective/score", "objective/kl")), timeout=120_000)
     assert {"objective/reward", "kl/coef", "time/generate_s", "policy/entropy"} <= set(plots.keys())
     assert page.samples.table.rowCount() == 4 and page.samples.table.item(0, 1) is not None
+    page.samples.table.setCurrentCell(1, 1)  # a click shows the whole sample beside the table
+    assert page.samples.samples[1]["prompt"] in page.samples.preview.toPlainText()
     assert not page.start_button.isEnabled()
     qtbot.mouseClick(page.monitor.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.runs.running, timeout=60_000)

@@ -69,16 +69,23 @@ class SamplesTable(QWidget):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         for column in (2, 3):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Double-click a sample to read it whole")
+        self.table.setToolTip("Click a sample to read it whole below; double-click to open it in a window")
+        self.preview = QTextBrowser()
+        self.preview.setPlaceholderText("Click a sample to read it whole.")
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.table)
+        split.addWidget(self.preview)
+        split.setSizes([640, 320])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
-        layout.addWidget(self.table)
+        layout.addWidget(split)
         self.table.cellDoubleClicked.connect(self.open_sample)
+        self.table.currentCellChanged.connect(lambda row, *_: self.preview.setMarkdown(self.markdown(row)))
 
     def show_samples(self, step: int, samples: list[dict]) -> None:
         self.samples = list(samples)
-        self.title.setText(f"Samples of step {step} (double-click to read one whole):")
+        self.title.setText(f"Samples of step {step}:")
         self.table.setRowCount(len(samples))
         for row, sample in enumerate(samples):
             for column, text in enumerate((one_line(sample["prompt"]), one_line(sample["response"]),
@@ -87,6 +94,7 @@ class SamplesTable(QWidget):
                 if column >= 2:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, column, item)
+        self.preview.setMarkdown(self.markdown(self.table.currentRow()))  # the same row of the new step
 
     def show_from_run(self, record: RunRecord) -> None:
         """The last step's samples of a past run, from its samples.jsonl."""
@@ -101,12 +109,17 @@ class SamplesTable(QWidget):
         last = max((r["step"] for r in rows), default=0)
         self.show_samples(last, [r for r in rows if r["step"] == last])
 
+    def markdown(self, row: int) -> str:
+        if not 0 <= row < len(self.samples):
+            return ""
+        s = self.samples[row]
+        return (f"**Prompt:** {s['prompt']}\n\n**Score** {s['score']:+.3f} · **KL** {s['kl']:.3f}\n\n---\n\n"
+                f"{s['response']}")
+
     @Slot(int, int)
     def open_sample(self, row: int, _column: int = 0) -> None:
-        if row < len(self.samples):
-            s = self.samples[row]
-            TextDialog(self, "PPO sample", f"**Prompt:** {s['prompt']}\n\n**Score** {s['score']:+.3f} · "
-                       f"**KL** {s['kl']:.3f}\n\n---\n\n{s['response']}").open()
+        if 0 <= row < len(self.samples):
+            TextDialog(self, "PPO sample", self.markdown(row)).open()
 
 
 class ComparisonView(QWidget):
