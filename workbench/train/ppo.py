@@ -39,7 +39,8 @@ from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError, 
 KIND = "ppo"
 METRIC_KEYS = ("objective/score", "objective/reward", "objective/kl", "loss/policy", "loss/value",
                "policy/entropy", "policy/clipfrac", "policy/approx_kl", "value/clipfrac", "response/length",
-               "response/eos_rate", "kl/coef", "time/generate_s", "time/score_s", "time/train_s")
+               "response/eos_rate", "kl/coef", "time/generate_s", "time/logprobs_s", "time/score_s",
+               "time/train_s")
 RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
 
 
@@ -307,6 +308,7 @@ class _PpoTrainer:
             old_logprobs, old_values, _ = self.forward(rollout, value_head, self.name)
             ref_logprobs, _, _ = self.forward(rollout, value_head, self.reference)
         mask = rollout.response_mask
+        forwarded = time.monotonic()
 
         # 3. Scores: the reward model (or function), minus penalties for no EOS and for length.
         scores = torch.tensor(self.score(rollout), device=device, dtype=torch.float32)
@@ -373,7 +375,8 @@ class _PpoTrainer:
             "objective/kl": mean_kl,
             "response/length": float(lengths.float().mean()),
             "response/eos_rate": sum(rollout.has_eos) / len(rollout.has_eos),
-            "time/generate_s": generated - started, "time/score_s": scored - generated,
+            "time/generate_s": generated - started, "time/logprobs_s": forwarded - generated,
+            "time/score_s": scored - forwarded,
             "time/train_s": time.monotonic() - scored,
         })
         samples = [{"prompt": m[-1]["content"], "response": text, "score": float(s), "kl": float(k)}
