@@ -240,7 +240,7 @@ def run_ours(plan_path: Path, result_path: Path) -> None:
         "metrics": {"score": penalised, "raw_score": mean_of("objective/score"), "kl": mean_of("objective/kl"),
                     "response_length": mean_of("response/length"), "eos_rate": mean_of("response/eos_rate"),
                     "loss/policy": mean_of("loss/policy"), "loss/value": mean_of("loss/value")},
-        "phases_s": {key: mean_of(f"time/{key}_s") for key in ("generate", "score", "train")},
+        "phases_s": {key: mean_of(f"time/{key}_s") for key in ("generate", "logprobs", "score", "train")},
     }
     result_path.write_text(json.dumps(result, indent=2))
 
@@ -298,7 +298,8 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
     for name, a, b in rows:
         print(f"{name:{width}}  {a:>{cols[0]}}  {b:>{cols[1]}}")
     phases = ours["phases_s"]
-    print(f"ours per step: generate {phases['generate']:.2f} s, score {phases['score']:.2f} s, "
+    print(f"ours per step: generate {phases['generate']:.2f} s, policy and reference log-probs "
+          f"{phases['logprobs']:.2f} s, reward model {phases['score']:.2f} s, "
           f"train {phases['train']:.2f} s; response length {ours['metrics']['response_length']:.1f} tokens, "
           f"EOS rate {ours['metrics']['eos_rate']:.2f}")
 

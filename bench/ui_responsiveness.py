@@ -42,6 +42,9 @@ INTERVAL_MS = 10
 class Heartbeat:
     def __init__(self) -> None:
         self.lateness_ms: list[float] = []
+        self.stalls: list[tuple[float, float]] = []  # (when, ms) of ticks later than 30 ms
+        self.phase_stalls: list[tuple[float, float]] = []
+        self.events: list[tuple[float, str]] = []    # what the GUI was told, to explain the stalls
         self._last = time.perf_counter()
         self.timer = QTimer()
         self.timer.setInterval(INTERVAL_MS)
@@ -50,12 +53,28 @@ class Heartbeat:
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        self.lateness_ms.append(max(0.0, (now - self._last) * 1000 - INTERVAL_MS))
+        late = max(0.0, (now - self._last) * 1000 - INTERVAL_MS)
+        self.lateness_ms.append(late)
+        if late > 30:
+            self.stalls.append((now, late))
         self._last = now
 
+    def note(self, event: str) -> None:
+        self.events.append((time.perf_counter(), event))
+
     def take(self) -> list[float]:
+        """This phase's lateness values; its stalls are kept for explain_stalls."""
         values, self.lateness_ms = self.lateness_ms, []
+        self.phase_stalls, self.stalls = self.stalls, []
         return values
+
+    def explain_stalls(self, top: int = 3) -> None:
+        """The worst stalls since the last call, each after the last event before it."""
+        for when, late in sorted(self.phase_stalls, key=lambda s: -s[1])[:top]:
+            before = [(at, event) for at, event in self.events if at <= when]
+            at, event = before[-1] if before else (when, "start")
+            print(f"    stall {late:6.1f} ms, {when - at:5.2f} s after: {event}")
+        self.events = [event for event in self.events if event[0] > time.perf_counter() - 1]
 
 
 def report(name: str, values: list[float]) -> None:
@@ -81,6 +100,9 @@ def main() -> None:
     window = MainWindow(session)
     window.show()
     beat = Heartbeat()
+    window.runs.step.connect(lambda log: beat.note(f"step {log.step} report" + (" (finished)" if log.status ==
+                                                                                "finished" else "")))
+    window.runs.ended.connect(lambda *_: beat.note("run ended"))
     wait_until(lambda: False, 1.0)
     report("idle", beat.take())
 
@@ -145,11 +167,13 @@ def main() -> None:
 def run_phase(window, start, name: str, beat: Heartbeat) -> RunRecord:
     """Start a run from its page, wait for its end, report the heartbeat and the run's time."""
     started = time.perf_counter()
+    beat.note("start pressed")
     start()
     wait_until(lambda: window.runs.run_id is not None, 60)
     wait_until(lambda: not window.runs.running, 3600)
     seconds = time.perf_counter() - started
     report(name, beat.take())
+    beat.explain_stalls()
     record = RunRecord(window.session.project, window.runs.run_id)
     print(f"{name}: run {record.id} {record.status} in {seconds:.1f} s ({record.message})")
     return record

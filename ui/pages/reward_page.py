@@ -198,8 +198,14 @@ class RewardPage(QWidget):
         self.evaluation.show_evaluation(evaluate_run(Path(folder)))
         self.monitor.show_finished(run_id)
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._update_enabled()  # rankings may have changed on the Rank page meanwhile
+
     @Slot()
     def _update_enabled(self) -> None:
+        if not self.isVisible() and self.session.project is not None:
+            return  # counting pairs reads every ranking: done when the page is shown, not on each run event
         project, models = self.session.project, self.session.models
         pairs = len(preference_pairs(project)) if project is not None else 0
         reason = ("Open a project first." if project is None else
