@@ -80,11 +80,17 @@ class RunsPage(QWidget):
         self.resume_button.clicked.connect(self.resume_selected)
         self.folder_button.clicked.connect(self._open_folder)
         session.project_changed.connect(self.refresh)
-        runs.started.connect(lambda _: self.refresh())
-        runs.ended.connect(lambda *_: self.refresh())
+        # Hidden, the table waits: a refresh reloads the selected run's curves, a visible stall
+        # when a run starts on another page. showEvent catches up.
+        runs.started.connect(lambda _: self.isVisible() and self.refresh())
+        runs.ended.connect(lambda *_: self.isVisible() and self.refresh())
         runs.state_changed.connect(self._update_buttons)
         session.model_changed.connect(self._update_buttons)  # no resume while a model loads
         runs.step.connect(self._follow_active)
+        self.refresh()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
         self.refresh()
 
     # ---- the table ----------------------------------------------------------------------
