@@ -306,7 +306,9 @@ class PpoPage(QWidget):
         self.memory = QLabel("")
         self.memory.setWordWrap(True)
         self.memory.setToolTip("Estimated from the model's shape and these settings: base weights, adapters with "
-                               "the optimizer, the generation cache and one micro-batch's activations")
+                               "the optimizer, the generation cache and one micro-batch's activations. A planning "
+                               "figure: on a CPU in float32 the measured growth over a step was about 2.5x the "
+                               "non-base part (bench/ppo_memory.py); measure on your GPU before trusting it.")
         self.settings.layout().insertWidget(1, self.memory)
         self.monitor = RunMonitor(runs, kind="ppo", keys=METRIC_KEYS, progress_keys=PROGRESS_KEYS)
         self.samples = SamplesTable()
