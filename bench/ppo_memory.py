@@ -95,6 +95,8 @@ def main() -> None:
     print(f"estimate (no reward adapter; the rule scores): {estimate.describe()}")
     if not cuda and args.shape == "llama-2-7b":
         print("no CUDA device: a 7B step in float32 needs ~30 GB of RAM and hours on a CPU; estimate only.")
+        cuda_estimate = estimate_ppo_memory(shape, config, "4bit", dtype_bytes=2, frozen_adapters=0)
+        print(f"the estimate on CUDA with a 4-bit NF4 base: {cuda_estimate.describe()}")
         return
 
     folder = random_model(args.shape)
