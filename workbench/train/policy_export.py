@@ -9,24 +9,16 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.project import Project
-from workbench.train.runs import RunRecord, finished_adapters
+from workbench.train.runs import RunRecord, choose_run, finished_adapters
 
 VALUE_HEAD = "value_head.safetensors"  # PPO's value head, kept out of the export: peft has no use for it
 
 
 def policy_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
     """The adapter folder of PPO run `run_id`, or of the newest finished one."""
-    runs = finished_adapters(project, "ppo")
-    if not runs:
-        raise WorkbenchError(f"{project.path.name} has no finished PPO run; train one first "
-                             "(workbench train ppo, or the PPO page).")
-    if run_id is None:
-        return runs[0]
-    for found, folder in runs:
-        if found == run_id:
-            return found, folder
-    raise WorkbenchError(f"run {run_id} is not a finished PPO run; finished ones: "
-                         f"{', '.join(str(r) for r, _ in runs)}.")
+    return choose_run(finished_adapters(project, "ppo"), run_id,
+                      f"{project.path.name} has no finished PPO run; train one first (workbench train ppo, or "
+                      "the PPO page).", "PPO run")
 
 
 def export_policy(project: Project, run_id: int | None, out: Path) -> int:

@@ -23,21 +23,14 @@ from workbench.errors import WorkbenchError
 from workbench.models.sources import ResolvedSource, resolve
 from workbench.project import Project
 from workbench.train.reward import HEAD_FILE, HEAD_INFO, reward_runs
+from workbench.train.runs import choose_run
 
 
 def reward_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
     """The adapter folder of reward-model run `run_id`, or of the newest finished one."""
-    runs = reward_runs(project)
-    if not runs:
-        raise WorkbenchError(f"{project.path.name} has no finished reward model; train one first "
-                             "(workbench train rm, or the Reward page).")
-    if run_id is None:
-        return runs[0]
-    for found, folder in runs:
-        if found == run_id:
-            return found, folder
-    raise WorkbenchError(f"run {run_id} is not a finished reward-model run; finished ones: "
-                         f"{', '.join(str(r) for r, _ in runs)}.")
+    return choose_run(reward_runs(project), run_id,
+                      f"{project.path.name} has no finished reward model; train one first (workbench train rm, "
+                      "or the Reward page).", "reward-model run")
 
 
 def export_reward_adapter(adapter: Path, out: Path) -> Path:

@@ -308,3 +308,17 @@ def finished_adapters(project: Project, kind: str = "sft") -> list[tuple[int, Pa
             if (folder / "adapter_config.json").is_file():
                 found.append((summary["id"], folder))
     return found
+
+
+def choose_run(runs: list[tuple[int, Path]], run_id: int | None, none_yet: str, what: str) -> tuple[int, Path]:
+    """(run id, folder) of run `run_id` among finished `runs` (newest first), or the newest one;
+    `none_yet` is the error when there are none, `what` names the kind ("PPO run")."""
+    if not runs:
+        raise WorkbenchError(none_yet)
+    if run_id is None:
+        return runs[0]
+    for found, folder in runs:
+        if found == run_id:
+            return found, folder
+    raise WorkbenchError(f"run {run_id} is not a finished {what}; finished ones: "
+                         f"{', '.join(str(r) for r, _ in runs)}.")
