@@ -17,12 +17,12 @@ from PySide6.QtWidgets import (
     QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout, QWidget,
 )
 
-from workbench.train.loop import adapter_for
+from workbench.train.loop import named_adapters
 from workbench.train.ppo import METRIC_KEYS, PpoConfig
 from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
 from workbench.train.ppo_memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
-from workbench.train.runs import RunRecord, finished_adapters
+from workbench.train.runs import RunRecord
 from ui.pages.train_page import RunMonitor, RunSettings
 from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
@@ -349,7 +349,7 @@ class PpoPage(QWidget):
     def refresh(self) -> None:
         """Adapters and reward models to choose from, finished runs to compare, then the buttons."""
         project = self.session.project
-        sft = [adapter_for("sft", run_id) for run_id, _ in finished_adapters(project, "sft")] if project else []
+        sft = list(named_adapters(project, "sft")) if project else []
         rms = [rm_adapter(run_id) for run_id, _ in reward_runs(project)] if project else []
         self.form.set_choices("init_adapter", [""] + sft)
         self.form.set_choices("reward_model", [""] + rms)

@@ -21,8 +21,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.generation import SamplingSettings, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
-from workbench.train.runs import finished_adapters
-from workbench.train.loop import adapter_for
+from workbench.train.loop import named_adapters
 
 BASE = "base"
 K_RANGE = (2, 6)
@@ -79,8 +78,7 @@ def available_sources(project: Project) -> dict[str, Path | None]:
     newest first."""
     sources: dict[str, Path | None] = {BASE: None}
     for kind in ("sft", "ppo"):
-        for run_id, folder in finished_adapters(project, kind):
-            sources[adapter_for(kind, run_id)] = folder
+        sources.update(named_adapters(project, kind))
     return sources
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from workbench.config import ModelSpec
 from workbench.models.loading import ModelSession, free_memory
 from workbench.project import Project
-from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError
+from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError, finished_adapters
 
 LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
 
@@ -25,6 +25,11 @@ LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
 def adapter_for(kind: str, run_id: int) -> str:
     """The name of a run's LoRA adapter on the shared base: sft-run-3, rm-run-4, ppo-run-5."""
     return f"{kind}-run-{run_id}"
+
+
+def named_adapters(project: Project, kind: str) -> dict[str, Path]:
+    """Finished runs' adapter folders of `kind` by adapter name (e.g. "sft-run-3"), newest first."""
+    return {adapter_for(kind, run_id): folder for run_id, folder in finished_adapters(project, kind)}
 
 
 def run_training(project: Project, models: ModelSession, kind: str, config_class, config,

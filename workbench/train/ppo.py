@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
 from workbench.data.prompts import PromptStore
@@ -31,10 +32,10 @@ from workbench.project import Project
 from workbench.train import ops
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    adapter_for, between_steps, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
+    adapter_for, between_steps, named_adapters, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
     run_training, save_adapter, save_checkpoint, train_adapter,
 )
-from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError, finished_adapters
+from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 
 KIND = "ppo"
 METRIC_KEYS = ("objective/score", "objective/reward", "objective/kl", "loss/policy", "loss/value",
@@ -138,6 +139,20 @@ def adapter_name(run_id: int) -> str:
     return adapter_for(KIND, run_id)
 
 
+def choose_reward_model(project: Project, name: str) -> tuple[str, Path]:
+    """(adapter name, folder) of the finished reward model `name` ("rm-run-3"), or of the newest
+    one when `name` is empty."""
+    from workbench.train.reward import adapter_name as rm_adapter, reward_runs
+
+    runs = {rm_adapter(run_id): folder for run_id, folder in reward_runs(project)}
+    if not runs:
+        raise TrainingError("There is no finished reward model: train one on the Reward page first.")
+    chosen = name or next(iter(runs))
+    if chosen not in runs:
+        raise TrainingError(f"No finished reward model named {chosen}; choose from: {', '.join(runs)}.")
+    return chosen, runs[chosen]
+
+
 def split_prompts(project: Project, heldout_fraction: float) -> tuple[list[int], list[int]]:
     """Prompt ids to train on and those held out for the before/after comparison. The split
     orders prompts by a hash of their uid, so the same prompts give the same split in every run,
@@ -209,7 +224,7 @@ class _PpoTrainer:
         from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
         cfg = self.config
-        adapters = {adapter_for("sft", run_id): folder for run_id, folder in finished_adapters(self.project, "sft")}
+        adapters = named_adapters(self.project, "sft")
         if cfg.init_adapter:
             if cfg.init_adapter not in adapters:
                 raise TrainingError(f"No finished SFT adapter named {cfg.init_adapter}; choose from: "
@@ -234,15 +249,10 @@ class _PpoTrainer:
         return value_head, device
 
     def load_reward_model(self):
-        from workbench.train.reward import adapter_name as rm_adapter, load_reward_model, reward_runs
+        from workbench.train.reward import load_reward_model
 
-        runs = {rm_adapter(run_id): folder for run_id, folder in reward_runs(self.project)}
-        if not runs:
-            raise TrainingError("There is no finished reward model: train one on the Reward page first.")
-        chosen = self.config.reward_model or next(iter(runs))
-        if chosen not in runs:
-            raise TrainingError(f"No finished reward model named {chosen}; choose from: {', '.join(runs)}.")
-        return load_reward_model(self.models, runs[chosen], chosen)
+        name, folder = choose_reward_model(self.project, self.config.reward_model)
+        return load_reward_model(self.models, folder, name)
 
     # ---- the loop --------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from workbench.errors import WorkbenchError
 from workbench.models.generation import SamplingSettings, chat_input_ids, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
-from workbench.train.loop import adapter_for
-from workbench.train.ppo import KIND, PpoConfig
-from workbench.train.reward import adapter_name as rm_adapter, load_reward_model, reward_runs
+from workbench.train.loop import adapter_for, named_adapters
+from workbench.train.ppo import KIND, PpoConfig, choose_reward_model
+from workbench.train.reward import load_reward_model
 from workbench.train.reward_eval import wilson_interval
 from workbench.train.runs import RunRecord, finished_adapters
 
@@ -122,13 +122,10 @@ def compare_policy(project: Project, models: ModelSession, run_id: int, answers_
                              "fewer than five prompts, or they were deleted).")
     policy = adapter_for(KIND, run_id)
     reference = config.init_adapter or "base"
-    sft = dict((adapter_for("sft", i), f) for i, f in finished_adapters(project, "sft"))
+    sft = named_adapters(project, "sft")
     if config.init_adapter and config.init_adapter not in sft:
         raise WorkbenchError(f"The run's reference adapter {config.init_adapter} is no longer in the project.")
-    rms = {rm_adapter(i): f for i, f in reward_runs(project)}
-    reward_name = config.reward_model or next(iter(rms), "")
-    if reward_name not in rms:
-        raise WorkbenchError("The run's reward model is gone; train one on the Reward page to compare with.")
+    reward_name, reward_folder = choose_reward_model(project, config.reward_model)
     metrics = record.metrics().get("objective/kl")
     training_kl = sum(metrics[1][-5:]) / len(metrics[1][-5:]) if metrics and metrics[1] else None
     comparison = Comparison(run_id, reference, policy, reward_name, training_kl)
@@ -138,7 +135,7 @@ def compare_policy(project: Project, models: ModelSession, run_id: int, answers_
         models.load_adapter(policy, record.artifact)
         if config.init_adapter:
             models.load_adapter(config.init_adapter, sft[config.init_adapter])
-        reward = load_reward_model(models, rms[reward_name], reward_name)
+        reward = load_reward_model(models, reward_folder, reward_name)
         rows = ["__base__" if reference == "base" else reference] * n + [policy] * n
         for index, prompt_id in enumerate(prompt_ids):
             if should_stop():
