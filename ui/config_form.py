@@ -85,6 +85,15 @@ class ConfigForm(QWidget):
         return self.config_class(**values)
 
     def set_value(self, config) -> None:
+        """Show `config`; listeners hear one `changed`, not one per editor."""
+        self.blockSignals(True)
+        try:
+            self._set_editors(config)
+        finally:
+            self.blockSignals(False)
+        self.changed.emit()
+
+    def _set_editors(self, config) -> None:
         for name, editor in self.editors.items():
             value = getattr(config, name)
             if isinstance(editor, QComboBox):
