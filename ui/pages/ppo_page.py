@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox,
-    QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout, QWidget,
+    QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox, QSplitter, QTableWidgetItem, QTabWidget,
+    QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from workbench.train.loop import named_adapters
@@ -25,35 +25,10 @@ from workbench.train.reward import adapter_name as rm_adapter, reward_runs
 from workbench.train.runs import RunRecord
 from ui.pages.train_page import RunMonitor, RunSettings
 from ui.run_manager import RunManager
+from ui.text_views import TextDialog, one_line, read_only_table
 from ui.session import WorkbenchSession
 
 PROGRESS_KEYS = ("objective/score", "objective/kl", "kl/coef")
-
-
-def read_only_table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setWordWrap(False)
-    return table
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    return " ".join(text.split())[:limit]
-
-
-class TextDialog(QDialog):
-    """A sample or a compared pair in full."""
-
-    def __init__(self, parent: QWidget, title: str, markdown: str):
-        super().__init__(parent)
-        self.setWindowTitle(title)
-        self.view = QTextBrowser()
-        self.view.setMarkdown(markdown)
-        QVBoxLayout(self).addWidget(self.view)
-        self.resize(760, 560)
 
 
 class SamplesTable(QWidget):
@@ -64,6 +39,7 @@ class SamplesTable(QWidget):
         self.samples: list[dict] = []
         self.title = QLabel("Samples of the latest step appear here.")
         self.table = read_only_table(["Prompt", "Response", "Score", "KL"])
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -148,6 +124,7 @@ class ComparisonView(QWidget):
         self.human.setWordWrap(True)
         self.human.setTextFormat(Qt.TextFormat.RichText)
         self.table = read_only_table(["Prompt", "Reference", "Policy", "Ref score", "Policy score", "KL"])
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         for column in range(3):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)

@@ -14,8 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget,
+    QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from workbench.train.reward import METRIC_KEYS, RewardConfig, reward_runs
@@ -24,25 +23,10 @@ from workbench.train.reward_eval import LENGTH_WARNING, RewardEvaluation, evalua
 from ui.pages.train_page import RunMonitor, RunSettings
 from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
+from ui.text_views import TextDialog, one_line, read_only_table
 
 PROGRESS_KEYS = ("loss/train", "loss/validation", "reward/accuracy")
 CHOSEN, REJECTED = (46, 125, 50), (198, 40, 40)
-
-
-class PairDialog(QDialog):
-    """One validation pair in full: the prompt, both responses and their scores."""
-
-    def __init__(self, parent: QWidget, pair: dict):
-        super().__init__(parent)
-        self.setWindowTitle("Validation pair")
-        view = QTextBrowser()
-        view.setMarkdown(
-            f"**Prompt:** {pair['prompt']}\n\n**Annotator:** {pair['annotator']}\n\n---\n\n"
-            f"**Chosen** (score {pair['chosen_score']:.3f})\n\n{pair['chosen']}\n\n---\n\n"
-            f"**Rejected** (score {pair['rejected_score']:.3f})\n\n{pair['rejected']}")
-        layout = QVBoxLayout(self)
-        layout.addWidget(view)
-        self.resize(760, 560)
 
 
 class EvaluationView(QWidget):
@@ -66,15 +50,10 @@ class EvaluationView(QWidget):
                                              brush=(*REJECTED, 90), pen=pg.mkPen(REJECTED, width=2), name="rejected")
         self.histogram.addItem(self.chosen_bars)
         self.histogram.addItem(self.rejected_bars)
-        self.annotators = QTableWidget(0, 3)
-        self.annotators.setHorizontalHeaderLabels(["Annotator", "Pairs", "Accuracy"])
-        self.worst = QTableWidget(0, 4)
-        self.worst.setHorizontalHeaderLabels(["Margin", "Prompt", "Chosen", "Rejected"])
+        self.annotators = read_only_table(["Annotator", "Pairs", "Accuracy"])
+        self.worst = read_only_table(["Margin", "Prompt", "Chosen", "Rejected"])
         self.worst.setToolTip("The validation pairs it gets most wrong; double-click to read one")
         for table in (self.annotators, self.worst):
-            table.verticalHeader().setVisible(False)
-            table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-            table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
             table.horizontalHeader().setStretchLastSection(True)
         self.annotators.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.worst.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -125,12 +104,16 @@ class EvaluationView(QWidget):
         for row, pair in enumerate(e.worst):
             margin = pair["chosen_score"] - pair["rejected_score"]
             for column, text in enumerate((f"{margin:+.3f}", pair["prompt"], pair["chosen"], pair["rejected"])):
-                self.worst.setItem(row, column, QTableWidgetItem(" ".join(text.split())[:200]))
+                self.worst.setItem(row, column, QTableWidgetItem(one_line(text)))
 
     @Slot(int, int)
     def open_pair(self, row: int, _column: int = 0) -> None:
         if self.evaluation is not None and row < len(self.evaluation.worst):
-            PairDialog(self, self.evaluation.worst[row]).open()
+            pair = self.evaluation.worst[row]
+            TextDialog(self, "Validation pair",
+                       f"**Prompt:** {pair['prompt']}\n\n**Annotator:** {pair['annotator']}\n\n---\n\n"
+                       f"**Chosen** (score {pair['chosen_score']:.3f})\n\n{pair['chosen']}\n\n---\n\n"
+                       f"**Rejected** (score {pair['rejected_score']:.3f})\n\n{pair['rejected']}").open()
 
 
 class RewardPage(QWidget):
