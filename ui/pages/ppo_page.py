@@ -319,8 +319,7 @@ class PpoPage(QWidget):
     @Slot()
     def _project_changed(self) -> None:
         self.refresh()
-        self.settings.restore(self.session.project)
-        self._estimate()
+        self.settings.restore(self.session.project)  # the form's `changed` re-estimates memory
 
     @Slot()
     def refresh(self) -> None:
