@@ -96,6 +96,27 @@ def test_reference_log_probs_are_the_frozen_sft_models(project, models, peaked_m
     assert not torch.allclose(policy[real], expected[real], atol=1e-3)
 
 
+def test_log_probs_and_values_kept_from_generation_equal_a_forward_pass(project, models):
+    """The policy's log-probs and values come from the hidden states generate() computed; they must
+    be those of a forward pass over the finished batch (left-padded prompts of different lengths)."""
+    record = RunRecord.create(project, "ppo", {})
+    trainer = _PpoTrainer(project, models, PpoConfig(**FAST), record, "ppo-check", letter_o)
+    store = PromptStore(project)
+    store.add("A much longer question, with many more words in it, about a parcel that never came?")
+    batch = [store.messages(1), store.messages(len(store.rows()))] * 2
+    with models.hold("test"):
+        head, device = trainer.setup()
+        torch.nn.init.normal_(head.weight)
+        rollout = trainer.generate(batch, device)
+        with torch.no_grad():
+            kept_logprobs, kept_values, _ = trainer.heads(rollout.states, rollout, head)
+            logprobs, values, _ = trainer.forward(rollout, head, "ppo-check")
+    real = rollout.response_mask.bool()
+    assert rollout.states.shape[:2] == real.shape and real.sum() > 8
+    assert torch.allclose(kept_logprobs[real], logprobs[real], atol=1e-4)
+    assert torch.allclose(kept_values[real], values[real], atol=1e-4)
+
+
 def test_a_resumed_run_continues_as_if_never_stopped(project, models):
     config = PpoConfig(max_steps=6, checkpoint_every=100, kl_target=1.0, kl_horizon=50, **FAST)
     whole = list(train_ppo(project, models, config, reward_fn=letter_o))

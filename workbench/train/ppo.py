@@ -6,7 +6,9 @@
 - value: a head of its own on the policy's last hidden state.
 
 One step, read top to bottom in `_PpoTrainer.step`: 1. sample prompts and generate with the
-policy; 2. log-probs of the policy and the reference, values; 3. scores; 4. per-token rewards
+policy, keeping its last hidden state at each response position; 2. from those states the policy's
+log-probs and the values (no second policy forward pass, as in TRL), and the reference's log-probs
+from one forward pass; 3. scores; 4. per-token rewards
 (-beta * KL, plus the score at the last token, minus a penalty when there is no EOS); 5. GAE and
 whitened advantages; 6. several epochs of clipped policy and value losses over minibatches with
 gradient accumulation; 7. the adaptive KL controller. Log-probs are taken from the response
@@ -175,6 +177,7 @@ class Rollout:
     messages: list[list[dict]]
     texts: list[str]
     has_eos: list[bool]
+    states: object = None      # [B, T, hidden]: the policy's last hidden state before each response token
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -313,9 +316,10 @@ class _PpoTrainer:
         rollout = self.generate(batch, device)
         generated = time.monotonic()
 
-        # 2. Log-probs of the sampled tokens under the policy and the reference; the values.
+        # 2. Log-probs of the sampled tokens under the policy (from the states generation already
+        # computed) and under the reference (one forward pass); the values.
         with torch.no_grad():
-            old_logprobs, old_values, _ = self.forward(rollout, value_head, self.name)
+            old_logprobs, old_values, _ = self.heads(rollout.states, rollout, value_head)
             ref_logprobs, _, _ = self.forward(rollout, value_head, self.reference)
         mask = rollout.response_mask
         forwarded = time.monotonic()
@@ -410,11 +414,20 @@ class _PpoTrainer:
             prompt_mask[row, width - len(ids):] = 1
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         self.models.peft.set_adapter(self.name)
-        with torch.no_grad():
-            sequences = self.models.peft.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
-                do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                pad_token_id=self.pad)
+        # Each forward pass of generate() ends with the hidden state that predicts the next token:
+        # the prompt's last position, then one position per step. Kept, they give the policy's
+        # log-probs and the values without running the policy over the batch again.
+        states = []
+        keep = lambda module, args, output: states.append(output.last_hidden_state[:, -1:])  # noqa: E731
+        hook = self.backbone().register_forward_hook(keep)
+        try:
+            with torch.no_grad():
+                sequences = self.models.peft.generate(
+                    input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
+                    do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                    pad_token_id=self.pad)
+        finally:
+            hook.remove()
         responses = sequences[:, width:]
         eos = torch.zeros_like(responses, dtype=torch.bool)
         for token in eos_token_ids(self.models.model, self.tokenizer):
@@ -427,7 +440,8 @@ class _PpoTrainer:
         responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, self.pad))
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, response_mask)]
         return Rollout(torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1), width,
-                       response_mask.float(), batch, texts, has_eos.tolist())
+                       response_mask.float(), batch, texts, has_eos.tolist(),
+                       torch.cat(states, 1)[:, :responses.shape[1]])
 
     def subset(self, rollout: Rollout, index) -> Rollout:
         return Rollout(rollout.input_ids[index], rollout.attention_mask[index], rollout.prompt_length,
@@ -448,18 +462,25 @@ class _PpoTrainer:
             if adapter != self.name:
                 peft.set_adapter(self.name)
         states = hidden[:, rollout.prompt_length - 1:-1]  # the position before each response token
+        return self.heads(states, rollout, value_head, with_entropy)
+
+    def heads(self, states, rollout: Rollout, value_head, with_entropy: bool = False):
+        """Log-probs of the response tokens, values (and entropies) from the hidden states before them."""
         # Divided by the sampling temperature: the distribution the tokens were drawn from.
-        logits = peft.get_base_model().get_output_embeddings()(states) / self.config.temperature
+        logits = self.models.peft.get_base_model().get_output_embeddings()(states) / self.config.temperature
         tokens = rollout.input_ids[:, rollout.prompt_length:]
         logprobs = ops.token_logprobs(logits, tokens)
         values = value_head(states.float()).squeeze(-1)
         entropy = ops.entropy_from_logits(logits) if with_entropy else None
         return logprobs, values, entropy
 
+    def backbone(self):
+        """The transformer without its LM head (LlamaModel and the like)."""
+        return self.models.peft.get_base_model().base_model
+
     def hidden(self, rollout: Rollout, mask, position_ids):
-        backbone = self.models.peft.get_base_model().base_model
-        return backbone(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids,
-                        use_cache=False).last_hidden_state
+        return self.backbone()(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids,
+                               use_cache=False).last_hidden_state
 
     def score(self, rollout: Rollout) -> list[float]:
         if self.reward_fn is not None:
