@@ -1,7 +1,7 @@
 """Our PPO (workbench/train/ppo.py) against TRL's last PPO (trl 1.12.0), same model and settings.
 
     .venv/bin/python bench/ppo_vs_trl.py [--model demo|tiny] [--steps 4] [--batch-size 8]
-        [--response-length 48] [--device cpu|cuda] [--quantization none|4bit] [--threads N] [--scratch DIR]
+        [--response-length 48] [--ppo-epochs 1] [--device cpu|cuda] [--quantization none|4bit] [--threads N] [--scratch DIR]
 
 One invocation does everything, in four child processes, so that no run's memory counts for another:
 1. TRL's environment: bench/.trl-venv is made on first use (python -m venv) and gets torch
@@ -15,7 +15,7 @@ One invocation does everything, in four child processes, so that no run's memory
 3. Ours (repo .venv): `train_ppo(...)` with the project's reward-model run.
 4. TRL (bench/.trl-venv): bench/trl_ppo_worker.py.
 
-Settings shared by both: batch size, response length, 1 PPO epoch, 2 minibatches (a forward pass
+Settings shared by both: batch size, response length, PPO epochs (1 unless --ppo-epochs), 2 minibatches (a forward pass
 over a whole minibatch, one optimizer step each), LoRA r=16 alpha=32 on all linear layers with
 dropout 0, sampling at temperature 1.0 without top-p / top-k, learning rate 2e-5 constant, a
 fixed KL coefficient 0.05 (k1), a missing-EOS penalty of 1.0, no gradient checkpointing, seed 0.
@@ -291,14 +291,14 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
     print(f"\nPPO, ours vs TRL {plan['trl_version']}: model {plan['model']}, {plan['device']}, "
           f"quantization {plan['quantization']}, {ours['threads']}/{trl['threads']} CPU threads (ours/TRL); "
           f"{plan['steps']} steps x {plan['batch_size']} responses of up to {plan['response_length']} tokens; "
-          "1 PPO epoch, 2 minibatches; LoRA r=16 alpha=32 all-linear.")
+          f"{plan['ppo_epochs']} PPO epoch(s), 2 minibatches; LoRA r=16 alpha=32 all-linear.")
     width = max(len(r[0]) for r in rows)
     cols = [max(len("ours"), *(len(r[1]) for r in rows)), max(len("TRL"), *(len(r[2]) for r in rows))]
     print(f"{'':{width}}  {'ours':>{cols[0]}}  {'TRL':>{cols[1]}}")
     for name, a, b in rows:
         print(f"{name:{width}}  {a:>{cols[0]}}  {b:>{cols[1]}}")
     phases = ours["phases_s"]
-    print(f"ours per step: generate {phases['generate']:.2f} s, policy and reference log-probs "
+    print(f"ours per step: generate {phases['generate']:.2f} s, reference log-probs (the policy's come from generation) "
           f"{phases['logprobs']:.2f} s, reward model {phases['score']:.2f} s, "
           f"train {phases['train']:.2f} s; response length {ours['metrics']['response_length']:.1f} tokens, "
           f"EOS rate {ours['metrics']['eos_rate']:.2f}")
@@ -320,6 +320,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8, help="responses per PPO step (a multiple of 2)")
     parser.add_argument("--response-length", type=int, default=48, help="max new tokens per response")
+    parser.add_argument("--ppo-epochs", type=int, default=1, help="passes over each batch (TRL's default is 4)")
     parser.add_argument("--model", choices=("demo", "tiny"), default="demo",
                         help="demo: SmolLM2-135M-Instruct; tiny: a 2-layer random Llama (a quick check)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -349,7 +350,7 @@ def main() -> None:
     plan = {
         "scratch": str(scratch), "model": args.model, "device": args.device, "quantization": args.quantization,
         "steps": args.steps, "batch_size": args.batch_size, "response_length": args.response_length,
-        "ppo_epochs": 1, "num_minibatches": 2, "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+        "ppo_epochs": args.ppo_epochs, "num_minibatches": 2, "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.0,
         "temperature": 1.0, "learning_rate": 2e-5, "kl_coef": 0.05, "missing_eos_penalty": 1.0, "seed": 0,
         "trl_version": "1.12.0",
     }

@@ -359,8 +359,14 @@ class PpoPage(QWidget):
         where = "GPU memory" if info and info.device.startswith("cuda") else "memory"
         self.memory.setText(f"<b>Estimated {where}:</b> {estimate.describe()}")
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._update_enabled()  # prompts and reward models may have changed on other pages meanwhile
+
     @Slot()
     def _update_enabled(self) -> None:
+        if not self.isVisible() and self.session.project is not None:
+            return  # reads the database and re-estimates memory: done when the page is shown
         project, models = self.session.project, self.session.models
         prompts = project.query("SELECT COUNT(*) FROM prompts")[0][0] if project is not None else 0
         has_rm = bool(reward_runs(project)) if project is not None else False
