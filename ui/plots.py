@@ -8,6 +8,9 @@ principle 5), in the manner of pyqtgraph's PanningPlot example:
   `setData`, never cleared and re-added.
 - `add_points` only appends to numpy buffers and marks the curve dirty. A single-shot timer
   redraws the dirty curves at most `max_redraws_per_s` times a second, however fast points come.
+- Every change that repaints a plot (new points, a new x range, removing a finished run's curves
+  when a live run starts) is done one plot per timer pass: done to 16 plots at once, each of
+  these took 60-150 ms in one go, a visible freeze at the start of every run.
 - Buffers grow by doubling, and smoothing continues from where it stopped, so a redraw costs
   the new points plus one copy of the arrays handed to pyqtgraph, which clips and downsamples
   long curves to the pixels on screen.
@@ -158,6 +161,8 @@ class MetricsView(QWidget):
         self._hover: dict[str, tuple[pg.SignalProxy, partial]] = {}  # the slot too: the proxy holds it weakly
         self._curves: dict[tuple[int, str], tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self._dirty: set[tuple[int, str]] = set()
+        self._stale: set[str] = set()  # plots waiting for their x range and the removal of old curves
+        self._retired: dict[str, list[pg.PlotDataItem]] = {}  # curves of forgotten runs, still on their plot
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)  # started by new data, so an idle view costs nothing
@@ -359,8 +364,8 @@ class MetricsView(QWidget):
         The curve then grows across a steady axis, which shows how far the run has come, and the
         bottom axis keeps its cached drawing instead of being redrawn at every step."""
         self._step_range = last_step
-        for plot in self._plots.values():
-            self._apply_step_range(plot.getPlotItem())
+        self._stale.update(self._plots)  # applied plot by plot (see _redraw)
+        self._schedule()
 
     def _apply_step_range(self, plot) -> None:
         if self._step_range:
@@ -371,16 +376,16 @@ class MetricsView(QWidget):
 
     def forget_runs(self) -> None:
         """Drop every run's data and curves but keep the plots (a new live run starts)."""
-        self._timer.stop()
         for (_, key), items in self._curves.items():
-            for item in items:
-                self._plots[key].getPlotItem().removeItem(item)
+            self._retired.setdefault(key, []).extend(items)  # removed plot by plot (see _redraw)
+            self._stale.add(key)
         for table in (self._series, self._labels, self._colours, self._curves):
             table.clear()
         self._shown.clear()
         self._dirty.clear()
         self.readout.clear()
         self._update_legend()
+        self._schedule()
 
     def clear(self) -> None:
         """Forget every run and plot (another project was opened) and show the empty state."""
@@ -391,10 +396,11 @@ class MetricsView(QWidget):
             self._grid.removeWidget(widget)
             widget.deleteLater()
         for table in (self._series, self._labels, self._colours, self._plots, self._lines,
-                      self._hover, self._curves):
+                      self._hover, self._curves, self._retired):
             table.clear()
         self._shown.clear()
         self._dirty.clear()
+        self._stale.clear()
         self.readout.clear()
         self._update_legend()
         self._stack.setCurrentWidget(self.empty_label)
@@ -406,7 +412,7 @@ class MetricsView(QWidget):
         self._schedule()  # points that arrived while hidden
 
     def _schedule(self, delay_ms: int | None = None) -> None:
-        if self._dirty and not self._timer.isActive():
+        if (self._dirty or self._stale) and not self._timer.isActive():
             self._timer.start(self._interval_ms if delay_ms is None else delay_ms)
 
     def _redraw(self) -> None:
@@ -417,10 +423,24 @@ class MetricsView(QWidget):
         one at a time keeps each pass near a tenth of that. A full sweep of dirty plots still
         happens at most `max_redraws_per_s` times a second.
 
+        A plot waiting for a new x range or for a forgotten run's curves to go gets those in the
+        same pass, before its new points: one repaint per plot.
+
         A hidden view (a page not on screen) keeps its points and draws them when shown."""
         if not self.isVisible():
             return
-        key = min(key for _, key in self._dirty)
+        if self._stale:
+            key = min(self._stale)
+            self._stale.discard(key)
+            plot = self._plots[key].getPlotItem()
+            for item in self._retired.pop(key, []):
+                plot.removeItem(item)
+            self._apply_step_range(plot)
+            if not any(name[1] == key for name in self._dirty):
+                self._schedule(STAGGER_MS)  # nothing new to draw here: on to the next plot
+                return
+        else:
+            key = min(key for _, key in self._dirty)
         if key not in self._plots:
             self._plots[key] = self._new_plot(key)
             self._layout_plots()
@@ -433,8 +453,12 @@ class MetricsView(QWidget):
                 self._draw(name)
                 drew = True
             self._dirty.discard(name)
+        if drew:
+            # Fit now rather than in pyqtgraph's prepareForPaint: a fit made during the paint
+            # changes the axes and so paints the plot a second time, in the next pass.
+            self._plots[key].getPlotItem().getViewBox().updateAutoRange()
         self._drew_in_sweep = self._drew_in_sweep or drew
-        if self._dirty:
+        if self._dirty or self._stale:
             self._schedule(STAGGER_MS)
         elif self._drew_in_sweep:
             self.redraws += 1
@@ -453,8 +477,9 @@ class MetricsView(QWidget):
 
     @property
     def pending(self) -> bool:
-        """Points recorded but not drawn yet (tests wait for this to clear)."""
-        return bool(self._dirty)
+        """Points recorded but not drawn yet, or plots not yet given their new range (tests wait
+        for this to clear)."""
+        return bool(self._dirty or self._stale)
 
     def keys(self) -> list[str]:
         return sorted({key for _, key in self._series})

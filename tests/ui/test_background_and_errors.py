@@ -1,5 +1,9 @@
 import logging
+import os
+import sys
 import threading
+
+import pytest
 
 from PySide6.QtWidgets import QWidget
 
@@ -23,6 +27,23 @@ def test_items_arrive_in_order_in_the_gui_thread(qtbot):
 
     items, errors, outcome, _ = run(qtbot, numbers)
     assert items == list(range(2000)) and errors == [] and outcome == "done"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_background_work_runs_below_the_gui_threads_priority(qtbot):
+    """Training keeps every core busy; below the GUI thread, it cannot slow the window's repaints."""
+    def niceness(should_stop):
+        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        # Threads the task starts (PyTorch's OpenMP team) inherit it.
+        seen = []
+        helper = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        helper.start()
+        helper.join()
+        yield seen[0]
+
+    gui = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    items, errors, outcome, _ = run(qtbot, niceness)
+    assert outcome == "done" and items == [min(19, gui + 10)] * 2
 
 
 def test_stop_is_cooperative(qtbot):

@@ -194,3 +194,30 @@ def test_long_curves_are_clipped_and_downsampled_to_the_pixels_on_screen(view, q
     for curve in view.curve_items(1, "loss/train"):
         assert curve.opts["clipToView"] and curve.opts["autoDownsample"]
         assert len(curve.getData()[0]) < 10_000  # what is drawn, not what is stored
+
+
+def test_a_new_live_run_changes_the_plots_one_per_timer_pass(view, qtbot):
+    """Starting a live run (forget the shown run, fix the x axis) repainted every plot at once:
+    60-150 ms of frozen window. Now nothing changes until the timer, then one plot per pass."""
+    keys = [f"metric/{i}" for i in range(6)]
+    view.set_run_history(1, "run 1", {key: ([1, 2, 3], [1.0, 2.0, 3.0]) for key in keys})
+    view.show_runs([1])
+    qtbot.waitUntil(lambda: not view.pending, timeout=3000)
+    old = {key: view.curve_items(1, key) for key in keys}
+
+    view.forget_runs()
+    view.set_step_range(50)
+    assert all(old[key][0] in view.plot_item(key).items for key in keys)  # untouched until the timer
+    assert view.pending
+    view._redraw()  # one pass: the first plot only
+    changed = [key for key in keys if old[key][0] not in view.plot_item(key).items]
+    assert changed == [keys[0]]
+    assert view.plot_item(keys[0]).getViewBox().viewRange()[0][1] == pytest.approx(51, abs=0.1)
+
+    qtbot.waitUntil(lambda: not view.pending, timeout=3000)
+    for key in keys:
+        assert not set(old[key]) & set(view.plot_item(key).items)
+        low, high = view.plot_item(key).getViewBox().viewRange()[0]
+        assert low == pytest.approx(-1, abs=0.1) and high == pytest.approx(51, abs=0.1)
+    view.add_points(2, [(key, 1, 5.0) for key in keys])
+    wait_drawn(qtbot, view, 2, keys[-1], 1)
