@@ -81,7 +81,10 @@ def main() -> None:
     cuda = plan["device"] == "cuda"
     tokenizer = load_tokenizer(plan["base_folder"])
     policy, value, reward = load_models(plan)
-    dataset = Dataset.from_dict({"input_ids": plan["prompt_ids"]})
+    # TRL's dataloader drops an incomplete last batch, so with fewer prompts than a batch it would
+    # never yield one and wait forever: repeat the prompts up to at least one batch.
+    prompts = plan["prompt_ids"] * -(-plan["batch_size"] // len(plan["prompt_ids"]))
+    dataset = Dataset.from_dict({"input_ids": prompts})
 
     # TRL's rollout batch is per_device_train_batch_size x gradient_accumulation_steps (x processes),
     # split into num_mini_batches optimizer steps; inside a minibatch it runs forward passes of

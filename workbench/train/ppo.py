@@ -466,12 +466,17 @@ class _PpoTrainer:
 
     def heads(self, states, rollout: Rollout, value_head, with_entropy: bool = False):
         """Log-probs of the response tokens, values (and entropies) from the hidden states before them."""
+        import torch
+
         # Divided by the sampling temperature: the distribution the tokens were drawn from.
         logits = self.models.peft.get_base_model().get_output_embeddings()(states) / self.config.temperature
         tokens = rollout.input_ids[:, rollout.prompt_length:]
         logprobs = ops.token_logprobs(logits, tokens)
         values = value_head(states.float()).squeeze(-1)
-        entropy = ops.entropy_from_logits(logits) if with_entropy else None
+        entropy = None
+        if with_entropy:  # a statistic, never in the loss: kept out of the graph and its memory
+            with torch.no_grad():
+                entropy = ops.entropy_from_logits(logits)
         return logprobs, values, entropy
 
     def backbone(self):
