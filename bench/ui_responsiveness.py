@@ -158,7 +158,7 @@ def main() -> None:
         beat.take()
         record = run_phase(window, window.ppo_page.start, f"PPO, {args.ppo_steps} steps (batch 8)", beat)
         metrics = record.metrics()
-        for key in ("objective/score", "objective/kl", "time/generate_s", "time/score_s", "time/train_s"):
+        for key in ("objective/score", "objective/kl", "time/generate_s", "time/logprobs_s", "time/score_s", "time/train_s"):
             steps, values = metrics.get(key, ([], []))
             print(f"  {key:16}", "  ".join(f"{s}:{v:.2f}" for s, v in zip(steps, values)))
     session.shutdown()

@@ -21,11 +21,15 @@ class ConfigForm(QWidget):
     changed = Signal()
 
     def __init__(self, config_class, choices: dict[str, tuple[str, ...]] | None = None,
-                 labels: dict[str, str] | None = None, hidden: tuple[str, ...] = ()):
-        """`hidden`: fields a kind of run ignores; they get no editor and keep their defaults."""
+                 labels: dict[str, str] | None = None, hidden: tuple[str, ...] = (),
+                 blank_texts: dict[str, str] | None = None):
+        """`hidden`: fields a kind of run ignores; they get no editor and keep their defaults.
+        `blank_texts`: what a combo box shows for its empty value ("" -> "newest"), which a
+        blank line would leave the user to guess."""
         super().__init__()
         self.config_class = config_class
         self.editors: dict[str, QWidget] = {}
+        self.blank_texts = blank_texts or {}
         docs, choices, labels = field_docs(config_class), choices or {}, labels or {}
         layout = QFormLayout(self)
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
@@ -38,7 +42,7 @@ class ConfigForm(QWidget):
             layout.addRow(labels.get(field.name, field.name.replace("_", " ").capitalize()), editor)
         self.set_value(config_class())
         for editor in self.editors.values():
-            signal = (editor.currentTextChanged if isinstance(editor, QComboBox) else
+            signal = (editor.currentIndexChanged if isinstance(editor, QComboBox) else
                       editor.toggled if isinstance(editor, QCheckBox) else
                       editor.valueChanged if isinstance(editor, (QSpinBox, QDoubleSpinBox)) else editor.textChanged)
             signal.connect(self.changed)
@@ -46,20 +50,24 @@ class ConfigForm(QWidget):
     def set_choices(self, name: str, options: list[str]) -> None:
         """Refill field `name`'s combo box, keeping its value when it is still an option."""
         box = self.editors[name]
-        current = box.currentText()
+        current = box.currentData()
         box.blockSignals(True)
-        box.clear()
-        box.addItems(options)
-        box.setCurrentText(current if current in options else options[0])
+        self._fill(box, name, options)
+        box.setCurrentIndex(max(0, box.findData(current)))
         box.blockSignals(False)
-        if box.currentText() != current:
+        if box.currentData() != current:
             self.changed.emit()
 
-    @staticmethod
-    def _editor(name: str, type_name: str, options: tuple[str, ...] | None) -> QWidget:
+    def _fill(self, box: QComboBox, name: str, options) -> None:
+        """Each item shows its value (or the field's blank text) and holds the value as its data."""
+        box.clear()
+        for option in options:
+            box.addItem(self.blank_texts.get(name, "") if option == "" else option, option)
+
+    def _editor(self, name: str, type_name: str, options: tuple[str, ...] | None) -> QWidget:
         if options:
             box = QComboBox()
-            box.addItems(list(options))
+            self._fill(box, name, options)
             return box
         if type_name.startswith("bool"):
             return QCheckBox()
@@ -75,7 +83,7 @@ class ConfigForm(QWidget):
         values = {}
         for name, editor in self.editors.items():
             if isinstance(editor, QComboBox):
-                values[name] = editor.currentText()
+                values[name] = editor.currentData()
             elif isinstance(editor, QCheckBox):
                 values[name] = editor.isChecked()
             elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
@@ -97,7 +105,9 @@ class ConfigForm(QWidget):
         for name, editor in self.editors.items():
             value = getattr(config, name)
             if isinstance(editor, QComboBox):
-                editor.setCurrentText(str(value))
+                index = editor.findData(str(value))
+                if index >= 0:  # a value not offered (yet) leaves the box as it is
+                    editor.setCurrentIndex(index)
             elif isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
             elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):

@@ -32,7 +32,9 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
     session.load_model(session.project.base_model)
     qtbot.waitUntil(lambda: session.models.loaded and not session.loading, timeout=30_000)
     assert page.start_button.isEnabled(), page.hint.text()
-    assert [page.form.editors["reward_model"].itemText(i) for i in range(2)] == ["", "rm-run-1"]
+    box = page.form.editors["reward_model"]
+    assert [box.itemText(i) for i in range(2)] == ["newest finished", "rm-run-1"]
+    assert box.currentData() == "" and page.form.value().reward_model == ""  # the text is only shown
 
     # The memory estimate follows the settings.
     form = page.form.editors

@@ -278,7 +278,10 @@ class PpoPage(QWidget):
         # The adapter and reward-model combos are filled from the project's finished runs.
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
-                                    hidden=("grad_accum", "epochs", "validation_fraction", "eval_every"))
+                                    hidden=("grad_accum", "epochs", "validation_fraction", "eval_every"),
+                                    labels={"max_steps": "Max steps"},  # PPO has no epochs to fall back on
+                                    blank_texts={"init_adapter": "none (fresh, reference: base)",
+                                                 "reward_model": "newest finished"})
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.memory = QLabel("")
         self.memory.setWordWrap(True)

@@ -164,11 +164,12 @@ class RunSettings(QGroupBox):
     remembers the last settings started under `meta_key`, and the form shows them again."""
 
     def __init__(self, title: str, config_class, start_text: str, meta_key: str,
-                 choices: dict[str, tuple[str, ...]] | None = None, hidden: tuple[str, ...] = ()):
+                 choices: dict[str, tuple[str, ...]] | None = None, hidden: tuple[str, ...] = (),
+                 labels: dict[str, str] | None = None, blank_texts: dict[str, str] | None = None):
         super().__init__(title)
         self.config_class, self.meta_key = config_class, meta_key
-        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES, **(choices or {})}, labels=FORM_LABELS,
-                               hidden=hidden)
+        self.form = ConfigForm(config_class, choices={"schedule": SCHEDULES, **(choices or {})},
+                               labels={**FORM_LABELS, **(labels or {})}, hidden=hidden, blank_texts=blank_texts)
         scroll = QScrollArea()
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)
