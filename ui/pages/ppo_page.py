@@ -23,7 +23,7 @@ from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate,
 from workbench.train.ppo_memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
 from workbench.train.runs import RunRecord
-from ui.pages.train_page import RunMonitor, RunSettings
+from ui.pages.train_page import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.text_views import TextDialog, one_line, read_only_table
 from ui.session import WorkbenchSession
@@ -269,12 +269,6 @@ class PpoPage(QWidget):
     def __init__(self, session: WorkbenchSession, runs: RunManager):
         super().__init__()
         self.session, self.runs = session, runs
-        title = QLabel("PPO")
-        title.setObjectName("pageTitle")
-        subtitle = QLabel("Reinforcement learning from the reward model: a LoRA policy samples answers to your "
-                          "prompts, the reward model scores them, and PPO moves the policy towards higher "
-                          "scores while a KL penalty keeps it close to its reference.")
-        subtitle.setWordWrap(True)
         # The adapter and reward-model combos are filled from the project's finished runs.
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
@@ -300,13 +294,9 @@ class PpoPage(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(live, "Live run")
         self.tabs.addTab(self.comparison, "Did it work?")
-        body = QHBoxLayout()
-        body.addWidget(self.settings)
-        body.addWidget(self.tabs, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(title)
-        layout.addWidget(subtitle)
-        layout.addLayout(body, 1)
+        lay_out_run_page(self, "PPO", "Reinforcement learning from the reward model: a LoRA policy samples answers to "
+                         "your prompts, the reward model scores them, and PPO moves the policy towards higher scores "
+                         "while a KL penalty keeps it close to its reference.", self.settings, self.tabs)
 
         self.start_button.clicked.connect(self.start)
         self.form.changed.connect(self._estimate)

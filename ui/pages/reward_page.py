@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from workbench.train.reward import METRIC_KEYS, RewardConfig, reward_runs
 from workbench.train.reward_data import preference_pairs
 from workbench.train.reward_eval import LENGTH_WARNING, RewardEvaluation, evaluate_run
-from ui.pages.train_page import RunMonitor, RunSettings
+from ui.pages.train_page import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
 from ui.text_views import TextDialog, one_line, read_only_table
@@ -120,11 +120,6 @@ class RewardPage(QWidget):
     def __init__(self, session: WorkbenchSession, runs: RunManager):
         super().__init__()
         self.session, self.runs = session, runs
-        title = QLabel("Reward model")
-        title.setObjectName("pageTitle")
-        subtitle = QLabel("A LoRA adapter and a scalar head on the loaded base, trained on the preference pairs of "
-                          "your rankings (Bradley-Terry), with whole prompts held out to validate it.")
-        subtitle.setWordWrap(True)
         self.settings = RunSettings("Reward-model settings", RewardConfig, "Start reward-model run", "rm_settings")
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.monitor = RunMonitor(runs, kind="rm", keys=METRIC_KEYS, progress_keys=PROGRESS_KEYS)
@@ -135,13 +130,9 @@ class RewardPage(QWidget):
         splitter.addWidget(self.monitor)
         splitter.addWidget(evaluation_box)
         splitter.setSizes([520, 480])
-        body = QHBoxLayout()
-        body.addWidget(self.settings)
-        body.addWidget(splitter, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(title)
-        layout.addWidget(subtitle)
-        layout.addLayout(body, 1)
+        lay_out_run_page(self, "Reward model", "A LoRA adapter and a scalar head on the loaded base, trained on the "
+                         "preference pairs of your rankings (Bradley-Terry), with whole prompts held out to validate it.",
+                         self.settings, splitter)
 
         self.start_button.clicked.connect(self.start)
         self.evaluation.run.currentIndexChanged.connect(self._show_selected_run)

@@ -159,6 +159,22 @@ FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropo
                "max_steps": "Max steps (0: epochs)"}
 
 
+def lay_out_run_page(page: QWidget, title: str, subtitle: str, settings: QWidget, body: QWidget) -> None:
+    """The layout of every training page (SFT, reward model, PPO): title, subtitle, then the
+    run's settings on the left and `body` (the live run and whatever else) filling the rest."""
+    heading = QLabel(title)
+    heading.setObjectName("pageTitle")
+    explanation = QLabel(subtitle)
+    explanation.setWordWrap(True)
+    row = QHBoxLayout()
+    row.addWidget(settings)
+    row.addWidget(body, 1)
+    layout = QVBoxLayout(page)
+    layout.addWidget(heading)
+    layout.addWidget(explanation)
+    layout.addLayout(row, 1)
+
+
 class RunSettings(QGroupBox):
     """A run's settings form (from its config dataclass), a hint and Start. The project
     remembers the last settings started under `meta_key`, and the form shows them again."""
@@ -212,21 +228,11 @@ class TrainPage(QWidget):
     def __init__(self, session: WorkbenchSession, runs: RunManager):
         super().__init__()
         self.session, self.runs = session, runs
-        title = QLabel("Train")
-        title.setObjectName("pageTitle")
-        subtitle = QLabel("Supervised fine-tuning: a LoRA adapter on the loaded base, learning the "
-                          "assistant replies of the SFT examples.")
-        subtitle.setWordWrap(True)
         self.settings = RunSettings("SFT settings", SftConfig, "Start SFT run", "sft_settings")
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.monitor = RunMonitor(runs)
-        body = QHBoxLayout()
-        body.addWidget(self.settings)
-        body.addWidget(self.monitor, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(title)
-        layout.addWidget(subtitle)
-        layout.addLayout(body, 1)
+        lay_out_run_page(self, "Train", "Supervised fine-tuning: a LoRA adapter on the loaded base, learning the "
+                         "assistant replies of the SFT examples.", self.settings, self.monitor)
 
         self.start_button.clicked.connect(self.start)
         session.project_changed.connect(lambda: self.settings.restore(session.project))
