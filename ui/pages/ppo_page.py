@@ -274,7 +274,7 @@ class PpoPage(QWidget):
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
                                     hidden=("grad_accum", "epochs", "validation_fraction", "eval_every"),
                                     labels={"max_steps": "Max steps"},  # PPO has no epochs to fall back on
-                                    blank_texts={"init_adapter": "none (fresh, reference: base)",
+                                    blank_texts={"init_adapter": "none (fresh)",
                                                  "reward_model": "newest finished"})
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.memory = QLabel("")
