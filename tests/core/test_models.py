@@ -183,3 +183,35 @@ def test_cancelling_a_gguf_conversion_kills_it_and_leaves_no_partial_folder(tmp_
 def test_cuda_loads_4bit_nf4_by_default(tiny_model_dir):
     session = load(folder(tiny_model_dir))
     assert session.info.device == "cuda" and session.info.quantization == "nf4"
+
+
+def test_4bit_on_the_cpu_trains_lora_with_the_dequantized_models_gradients(tiny_model_dir):
+    """QLoRA on the CPU: after a generation-style forward pass (eval, no gradient), the LoRA
+    gradients of the 4-bit model equal those of a full-precision twin holding its dequantized
+    weights. bitsandbytes' CPU inference repacking used to cut them off (None for q/v)."""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    quantized = load(folder(tiny_model_dir, quantization="nf4")).model
+    assert quantized.is_loaded_in_4bit
+    twin = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for name, module in quantized.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            weights = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            twin.get_submodule(name).weight.data.copy_(weights.float())
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        quantized.generate(ids, max_new_tokens=2, do_sample=False)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    grads = []
+    for model in (quantized, twin):
+        torch.manual_seed(0)
+        peft_model = get_peft_model(model, lora)
+        peft_model.train()
+        peft_model(ids).logits.float().logsumexp(-1).sum().backward()
+        grads.append({n: p.grad for n, p in peft_model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 12
+    for name, expected in grads[1].items():
+        assert grads[0][name] is not None, name
+        assert torch.allclose(grads[0][name], expected, rtol=1e-3, atol=1e-5), name

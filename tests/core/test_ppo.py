@@ -8,6 +8,8 @@ from workbench.cli import main
 from workbench.config import ModelSpec
 from workbench.data.prompts import PromptStore
 from workbench.data.sft_store import SftStore
+from workbench.models.generation import SamplingSettings, stream_chat
+from workbench.models.loading import ModelSession
 from workbench.models.tiny import make_tiny_llama
 from workbench.project import Project
 from workbench.train.ppo import PpoConfig, _PpoTrainer, train_ppo
@@ -64,6 +66,36 @@ def test_the_reward_rises_while_kl_stays_bounded(project, models):
     folder = RunRecord(project, logs[-1].run_id).artifact
     assert (project.artifacts_dir / folder / "adapter_config.json").is_file()
     assert (project.artifacts_dir / folder / "value_head.safetensors").is_file()
+
+
+def test_qlora_ppo_on_a_4bit_base_learns_and_trains_every_adapter(tmp_path, peaked_model_dir):
+    """The QLoRA path: a 4-bit NF4 base (bitsandbytes runs it on the CPU too) with gradient
+    checkpointing, after the base has answered a chat as on the ranking page (bitsandbytes
+    repacks for inference then; test_models checks the gradients stay exact). The reward rises
+    and every LoRA matrix moved off its zero start."""
+    from safetensors.torch import load_file
+
+    spec = ModelSpec(kind="folder", location=str(peaked_model_dir), quantization="nf4")
+    models = ModelSession()
+    list(models.load(spec))
+    chat = [{"role": "user", "content": "Where is my parcel?"}]
+    assert "".join(c.text for c in stream_chat(models.model, models.tokenizer, chat, SamplingSettings(max_new_tokens=4)))
+    project = Project.create(tmp_path / "qlora")
+    project.set_base_model(spec)
+    for i in range(10):
+        PromptStore(project).add(f"Question {i} about my order?")
+    config = PpoConfig(max_steps=30, kl_target=6.0, kl_horizon=100, heldout_fraction=0.0,
+                       gradient_checkpointing=True, **FAST)
+    logs = list(train_ppo(project, models, config, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    scores = series(project, logs[-1].run_id, "objective/score")
+    assert sum(scores[-5:]) / 5 > 1.3 * sum(scores[:5]) / 5
+    adapter = load_file(project.artifacts_dir / RunRecord(project, logs[-1].run_id).artifact
+                        / "adapter_model.safetensors")
+    lora_b = {name: weights for name, weights in adapter.items() if "lora_B" in name}
+    assert len(lora_b) == 2 * 7  # every linear layer of both blocks
+    assert all(weights.abs().max() > 0 for weights in lora_b.values())
+    project.close()
 
 
 def test_reference_log_probs_are_the_frozen_sft_models(project, models, peaked_model_dir):

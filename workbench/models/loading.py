@@ -85,6 +85,22 @@ def quantization_config(quantization: str, dtype):
     return None
 
 
+def keep_4bit_layers_differentiable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its fast CPU inference kernel.
+
+    On CPUs with AVX512-BF16 it repacks a layer's weights at its first forward pass in eval mode
+    without gradient (generation), for good. The packed kernel has no backward, so afterwards
+    no gradient flows back through a quantized layer: an adapter whose only way to the loss
+    passes one (q/k/v through o_proj) gets none, the others get wrong ones, silently, and the
+    bf16 scales make training log-probs differ from sampling's. The unpacked path dequantizes
+    and its LoRA gradients equal those of the dequantized full-precision model."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def describe(model, tokenizer, spec: ModelSpec, device: str, quantization: str, seconds: float) -> ModelInfo:
     config = model.config
     architectures = getattr(config, "architectures", None) or [type(model).__name__]
@@ -191,6 +207,8 @@ class ModelSession:
             )
             if quant is None and device != "cpu":
                 model.to(device)
+            if quantization == "nf4" and device == "cpu":
+                keep_4bit_layers_differentiable(model)
             model.eval()
             check_stop()
         except Cancelled:
