@@ -1,6 +1,6 @@
 """Before/after for PPO on the tiny model: held-out prompts, the policy against its reference
 scored by the reward model, pairs sent to the Rank page and the human win rate read back, the
-policy exported for plain peft; and the memory estimate shown before launch."""
+policy exported for plain peft."""
 
 import json
 
@@ -14,7 +14,6 @@ from workbench.train.ppo import PpoConfig, split_prompts, train_ppo
 from workbench.train.ppo_eval import (
     POLICY, REFERENCE, Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking,
 )
-from workbench.train.ppo_memory import GIB, ModelShape, estimate_for_session, estimate_ppo_memory
 from workbench.train.reward import RewardConfig, train_rm
 from workbench.train.runs import RunRecord
 
@@ -110,25 +109,3 @@ def test_comparing_needs_held_out_prompts_and_a_finished_ppo_run(tmp_path, tiny_
     logs = list(train_ppo(project, models, PpoConfig(max_steps=1, heldout_fraction=0.0, **PPO_FAST)))
     with pytest.raises(WorkbenchError, match="held out no prompts"):
         list(compare_policy(project, models, logs[-1].run_id))
-
-
-LLAMA_2_7B = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000,
-                        tied_embeddings=False)
-
-
-def test_memory_estimate_at_7b_shapes():
-    config = PpoConfig(batch_size=16, max_length=128, max_new_tokens=128, micro_batch_size=4)
-    four_bit = estimate_ppo_memory(LLAMA_2_7B, config, "4bit")
-    assert 3.5 * GIB < four_bit.parts["base"] < 4.5 * GIB  # 6.5B linear weights at 4.5 bits + bf16 embeddings
-    assert 12 * GIB < estimate_ppo_memory(LLAMA_2_7B, config, "none").parts["base"] < 13 * GIB
-    assert four_bit.total < 16 * GIB
-    lean = estimate_ppo_memory(LLAMA_2_7B, PpoConfig(**{**config.to_dict(), "gradient_checkpointing": True}))
-    assert lean.parts["activations"] < four_bit.parts["activations"] / 4
-    bigger = estimate_ppo_memory(LLAMA_2_7B, PpoConfig(**{**config.to_dict(), "batch_size": 32}))
-    assert bigger.parts["generation cache"] == pytest.approx(2 * four_bit.parts["generation cache"])
-    assert four_bit.describe().startswith("about ")
-
-
-def test_memory_estimate_for_the_loaded_model(models):
-    estimate = estimate_for_session(models, PpoConfig())
-    assert estimate is not None and 0 < estimate.total < GIB

@@ -86,9 +86,12 @@ def estimate_ppo_memory(shape: ModelShape, config, quantization: str = "4bit", d
     sequence = prompt + response
     kv_cache = 2 * shape.layers * config.batch_size * sequence * shape.kv_heads * shape.head_dim * dtype_bytes
     micro = min(config.micro_batch_size, config.batch_size)
-    # Saved for backward per token and layer: the block's inputs, q/k/v/attention output, and the
-    # MLP's gate, up and activation (the LoRA inputs are among these); dequantized weights are transient.
-    per_layer = micro * sequence * (6 * shape.hidden + 3 * shape.intermediate) * dtype_bytes
+    # Saved for backward per token and layer, as counted by tests/core/test_ppo_memory.py over a
+    # real micro-batch: 8 hidden-sized tensors (the block's inputs and their normed copies, q, k
+    # and v, which attention gets repeated to every head, the attention output) and 5
+    # intermediate-sized ones (the MLP's gate, up, activation and product). The LoRA inputs are
+    # among these; dequantized 4-bit weights are transient.
+    per_layer = micro * sequence * (8 * shape.hidden + 5 * shape.intermediate) * dtype_bytes
     if config.gradient_checkpointing:
         activations = micro * sequence * shape.hidden * dtype_bytes * shape.layers + per_layer
     else:
@@ -107,5 +110,5 @@ def estimate_for_session(models, config) -> MemoryEstimate | None:
     model = models.model
     quantization = ("4bit" if getattr(model, "is_loaded_in_4bit", False) else
                     "8bit" if getattr(model, "is_loaded_in_8bit", False) else "none")
-    dtype_bytes = next(model.parameters()).element_size() if quantization == "none" else 2
+    dtype_bytes = model.dtype.itemsize  # what it computes in (4-bit weights are dequantized to it)
     return estimate_ppo_memory(ModelShape.from_config(model.config), config, quantization, dtype_bytes)
