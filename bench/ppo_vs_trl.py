@@ -1,12 +1,19 @@
 """Our PPO (workbench/train/ppo.py) against TRL's last PPO (trl 1.12.0), same model and settings.
 
-    .venv/bin/python bench/ppo_vs_trl.py [--model demo|tiny] [--steps 4] [--batch-size 8]
-        [--response-length 48] [--ppo-epochs 1] [--device cpu|cuda] [--quantization none|4bit] [--threads N] [--scratch DIR]
+    .venv/bin/python bench/ppo_vs_trl.py [--model demo|tiny|llama-3.2-1b|llama-2-7b] [--steps 4] [--batch-size 8]
+        [--response-length 48] [--ppo-epochs 1] [--device cpu|cuda] [--quantization none|4bit] [--threads N]
+        [--scratch DIR] [--trl-python PYTHON]
+
+--model llama-3.2-1b / llama-2-7b: random weights at those published shapes (bench/ppo_memory.py
+writes them once to bench/.cache), with the tiny model's prompts and tokenizer; for speed and
+memory on CUDA, where the issue asks for 1B- and 7B-class shapes. Random weights rarely sample
+EOS, so every response is full length for both trainers.
 
 One invocation does everything, in four child processes, so that no run's memory counts for another:
 1. TRL's environment: bench/.trl-venv is made on first use (python -m venv) and gets torch
    2.13.0, transformers 5.23.0, peft 0.21.2 and trl 1.12.0 (bitsandbytes too for --quantization
-   4bit); skipped when it already has trl 1.12.0.
+   4bit); skipped when it already has trl 1.12.0, or when --trl-python names an interpreter that
+   has it (a machine without internet: bench/gpu/run.sh installs carried wheels).
 2. Preparation (repo .venv): a scratch project with the model and its prompts (the demo project's
    24 prompts, or 16 short ones for the tiny model); a reward model trained for 2 steps on
    synthetic rankings and exported as an `AutoModelForSequenceClassification` folder, so both
@@ -77,12 +84,19 @@ TINY_PROMPTS = [
 # ---- 1. TRL's environment ---------------------------------------------------------------------
 
 def trl_python() -> Path:
-    return TRL_VENV / "bin" / "python"
+    return Path(os.environ.get("TRL_PYTHON") or TRL_VENV / "bin" / "python")
 
 
 def ensure_trl_venv(quantization: str) -> None:
-    """Make bench/.trl-venv with TRL's pinned stack unless it is already there."""
+    """Make bench/.trl-venv with TRL's pinned stack unless it is already there (or TRL_PYTHON,
+    set from --trl-python, names an interpreter that has it)."""
     python = trl_python()
+    if os.environ.get("TRL_PYTHON"):
+        found = subprocess.run([str(python), "-c", "import trl; print(trl.__version__)"], capture_output=True, text=True)
+        if found.returncode or found.stdout.strip() != "1.12.0":
+            sys.exit(f"--trl-python {python} has no trl 1.12.0 ({(found.stdout or found.stderr).strip()[-200:]})")
+        print(f"TRL environment: {python} (trl 1.12.0).")
+        return
     wanted = list(TRL_PINS) + ([BITSANDBYTES_PIN] if quantization == "4bit" else [])
     check = ("import importlib.metadata as m, sys; v = m.version('trl'); "
              + ("import bitsandbytes; " if quantization == "4bit" else "")
@@ -142,7 +156,12 @@ def prepare(plan_path: Path) -> None:
         project = Project.open(ensure_demo_project(seed))
         project.set_base_model(model_spec(plan))
     else:
-        folder = make_tiny_llama(scratch / "tiny-model", init_std=0.5)
+        if plan["model"] == "tiny":
+            folder = make_tiny_llama(scratch / "tiny-model", init_std=0.5)
+        else:
+            from ppo_memory import random_model  # bench/ppo_memory.py, beside this file
+
+            folder = random_model(plan["model"])
         project = Project.create(scratch / "bench")
         project.set_base_model(model_spec(plan, str(folder)))
         PromptStore(project).add_many({"messages": text} for text in TINY_PROMPTS)
@@ -250,7 +269,9 @@ def run_ours(plan_path: Path, result_path: Path) -> None:
 def run_child(label: str, command: list[str], log_path: Path, threads: int | None) -> None:
     """Run one child with its output shown (prefixed) and kept in `log_path`; stop on failure."""
     print(f"\n== {label} ==", flush=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    # The repo first; an inherited PYTHONPATH (carried wheels on a GPU machine) after it.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               PYTHONUNBUFFERED="1")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_path, "w", encoding="utf-8") as log:
@@ -314,6 +335,20 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
         print(f"(speed without step 1: {steady:.2f}x)")
 
 
+def print_failed_peer(plan: dict, ours: dict, trl: dict) -> None:
+    """TRL could not run these settings at all (out of memory): our figures alone, and TRL's peak."""
+    cuda = plan["device"] == "cuda"
+    memory_key = "peak_cuda_bytes" if cuda else "peak_rss_bytes"
+    gib = lambda b: f"{b / 2**30:.2f} GiB" if b is not None else "-"  # noqa: E731
+    print(f"\nPPO, ours vs TRL {plan['trl_version']}: model {plan['model']}, {plan['device']}, quantization "
+          f"{plan['quantization']}; {plan['steps']} steps x {plan['batch_size']} responses of up to "
+          f"{plan['response_length']} tokens; {plan['ppo_epochs']} PPO epoch(s), 2 minibatches.")
+    print(f"TRL failed: {trl['error']} (its peak {gib(trl.get(memory_key))}).")
+    print(f"ours: {per_second(ours):.3f} samples/s ({per_second(ours, True):.3f} without step 1), peak "
+          f"{gib(ours[memory_key])}, steps {' '.join(f'{s:.1f}' for s in ours['step_s'])} s")
+    print("speed and memory goals: TRL cannot run these settings on this device; ours can.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -321,12 +356,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="responses per PPO step (a multiple of 2)")
     parser.add_argument("--response-length", type=int, default=48, help="max new tokens per response")
     parser.add_argument("--ppo-epochs", type=int, default=1, help="passes over each batch (TRL's default is 4)")
-    parser.add_argument("--model", choices=("demo", "tiny"), default="demo",
-                        help="demo: SmolLM2-135M-Instruct; tiny: a 2-layer random Llama (a quick check)")
+    parser.add_argument("--model", choices=("demo", "tiny", "llama-3.2-1b", "llama-2-7b"), default="demo",
+                        help="demo: SmolLM2-135M-Instruct; tiny: a 2-layer random Llama (a quick check); "
+                             "llama-3.2-1b, llama-2-7b: random weights at those shapes (for CUDA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quantization", choices=("none", "4bit"), default="none", help="4bit needs CUDA")
     parser.add_argument("--threads", type=int, help="CPU threads for each trainer (default: torch's own)")
     parser.add_argument("--scratch", type=Path, help="work folder (default: a new one under /tmp)")
+    parser.add_argument("--trl-python", help="an interpreter that already has trl 1.12.0 (no bench/.trl-venv)")
     # Internal: what the child processes run.
     parser.add_argument("--role", choices=("prepare", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
@@ -337,6 +374,8 @@ def main() -> None:
         return prepare(args.plan)
     if args.role == "ours":
         return run_ours(args.plan, args.result)
+    if args.trl_python:
+        os.environ["TRL_PYTHON"] = args.trl_python
 
     if args.quantization == "4bit" and args.device != "cuda":
         parser.error("--quantization 4bit needs --device cuda")
@@ -364,7 +403,10 @@ def main() -> None:
               scratch / "trl.log", args.threads)
     plan = json.loads(plan_path.read_text())
     ours, trl = (json.loads((scratch / f"{name}.json").read_text()) for name in ("ours", "trl"))
-    print_report(plan, ours, trl)
+    if trl.get("error"):
+        print_failed_peer(plan, ours, trl)
+    else:
+        print_report(plan, ours, trl)
     print(f"\nLogs and results: {scratch}")
 
 

@@ -72,13 +72,27 @@ def main() -> None:
     plan = json.loads(open(plan_path, encoding="utf-8").read())
 
     import torch
+
+    torch.manual_seed(plan["seed"])
+    cuda = plan["device"] == "cuda"
+    try:
+        run(plan, result_path, cuda)
+    except torch.OutOfMemoryError as error:
+        # At 7B shapes TRL's full value model with AdamW may not fit: that is a result, not a crash.
+        print(f"out of memory: {str(error).splitlines()[0]}", flush=True)
+        result = {"error": "out of memory", "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "peak_cuda_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+        with open(result_path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+
+
+def run(plan: dict, result_path: str, cuda: bool) -> None:
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    torch.manual_seed(plan["seed"])
-    cuda = plan["device"] == "cuda"
     tokenizer = load_tokenizer(plan["base_folder"])
     policy, value, reward = load_models(plan)
     # TRL's dataloader drops an incomplete last batch, so with fewer prompts than a batch it would

@@ -68,16 +68,22 @@ def test_the_reward_rises_while_kl_stays_bounded(project, models):
     assert (project.artifacts_dir / folder / "value_head.safetensors").is_file()
 
 
-def test_qlora_ppo_on_a_4bit_base_learns_and_trains_every_adapter(tmp_path, peaked_model_dir):
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
+                                   pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_qlora_ppo_on_a_4bit_base_learns_and_trains_every_adapter(tmp_path, peaked_model_dir, device):
     """The QLoRA path: a 4-bit NF4 base (bitsandbytes runs it on the CPU too) with gradient
     checkpointing, after the base has answered a chat as on the ranking page (bitsandbytes
     repacks for inference then; test_models checks the gradients stay exact). The reward rises
     and every LoRA matrix moved off its zero start."""
     from safetensors.torch import load_file
 
-    spec = ModelSpec(kind="folder", location=str(peaked_model_dir), quantization="nf4")
+    spec = ModelSpec(kind="folder", location=str(peaked_model_dir), quantization="nf4", device=device)
     models = ModelSession()
     list(models.load(spec))
+    assert models.info.device == device and models.model.is_loaded_in_4bit
     chat = [{"role": "user", "content": "Where is my parcel?"}]
     assert "".join(c.text for c in stream_chat(models.model, models.tokenizer, chat, SamplingSettings(max_new_tokens=4)))
     project = Project.create(tmp_path / "qlora")
