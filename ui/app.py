@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QMessageBox
-from pyqtgraph.util.garbage_collector import GarbageCollector
 
 import workbench.models  # noqa: F401 - offline settings before anything imports transformers
 from workbench import app_settings
@@ -14,17 +13,11 @@ from workbench.demo_project import ensure_demo_project
 from workbench.errors import WorkbenchError
 from workbench.paths import REPO_ROOT
 from ui.error_reporting import ErrorReporter, setup_logging
+from ui.garbage import collect_in_gui_thread
 from ui.main_window import MainWindow
 from ui.session import WorkbenchSession
 
 STYLESHEET = REPO_ROOT / "resources" / "style.qss"
-
-
-def collect_garbage_in_gui_thread(app: QApplication) -> None:
-    """Python's cycle collector may otherwise run in a worker thread and finalise Qt objects
-    there, which crashes Qt; pyqtgraph's collector disables it and collects on a GUI timer."""
-    if not hasattr(app, "_workbench_gc"):
-        app._workbench_gc = GarbageCollector(interval=1.0)
 
 
 def application() -> QApplication:
@@ -34,7 +27,7 @@ def application() -> QApplication:
     # interval each time the GUI thread asks for it; painting asks often. 1 ms instead of 5 ms
     # cut the window's stalls during training (bench/ui_responsiveness.py).
     sys.setswitchinterval(0.001)
-    collect_garbage_in_gui_thread(app)
+    collect_in_gui_thread(app)  # never in a worker thread: see ui/garbage.py
     if STYLESHEET.is_file():
         app.setStyleSheet(STYLESHEET.read_text(encoding="utf-8"))
     return app

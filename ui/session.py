@@ -19,7 +19,7 @@ from workbench.models.loading import ModelSession
 from workbench.progress import Progress
 from workbench.project import Project
 from workbench.train.runs import mark_interrupted
-from ui.garbage import freeze_long_lived_objects
+from ui.garbage import collect_all_generations, collect_young_only, freeze_long_lived_objects
 from ui.workers import BackgroundTask
 
 log = logging.getLogger("workbench.session")
@@ -101,6 +101,7 @@ class WorkbenchSession(QObject):
         """Load in the background; on success the spec is recorded in the project."""
         if self.loading:
             self.load_task.stop()
+        collect_young_only()  # until this load ends, however it ends
         self.load_task = self.run_task(
             lambda should_stop: self.models.load(spec, should_stop),
             on_item=self.model_loading.emit,
@@ -113,6 +114,7 @@ class WorkbenchSession(QObject):
             self.load_task.stop()
 
     def _load_finished(self, spec: ModelSpec, outcome: str) -> None:
+        collect_all_generations()  # from the next timer tick, after the freeze below
         info = self.models.info
         log.info("model load %s: %s", outcome, info.to_dict() if outcome == "done" and info else spec)
         if outcome == "done" and self.project is not None:

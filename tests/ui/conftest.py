@@ -6,7 +6,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtWidgets import QMenu, QMessageBox  # noqa: E402
 
-from ui.app import collect_garbage_in_gui_thread  # noqa: E402
+from ui.garbage import collect_in_gui_thread  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402
 from ui.session import WorkbenchSession  # noqa: E402
 
@@ -14,7 +14,7 @@ from ui.session import WorkbenchSession  # noqa: E402
 @pytest.fixture(autouse=True)
 def gui_thread_garbage_collection(qapp):
     """As in the app: cycles are collected in the GUI thread only, never in a worker."""
-    collect_garbage_in_gui_thread(qapp)
+    collect_in_gui_thread(qapp)
 
 
 @pytest.fixture

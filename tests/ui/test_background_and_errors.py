@@ -102,3 +102,51 @@ def test_uncaught_exceptions_from_any_thread_are_shown_and_logged(qtbot, caplog)
     assert "worker exploded" in caplog.text
     reporter.handle(ValueError, ValueError("second"), None)
     qtbot.waitUntil(lambda: "2 errors so far" in reporter.dialog.text(), timeout=5000)
+
+
+class Cycle:
+    """An object that refers to itself: only the cycle collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_cycles_are_collected_in_the_gui_thread_and_only_young_ones_while_a_model_loads(qtbot, tiny_model_dir,
+                                                                                         tmp_path):
+    import gc
+    import weakref
+
+    from workbench.config import ModelSpec
+    from ui import garbage
+    from ui.session import WorkbenchSession
+
+    assert not gc.isenabled()  # never automatically, so never in a worker thread
+    collector = garbage._collector
+    session = WorkbenchSession(remember_projects=False)
+    session.load_model(ModelSpec(kind="folder", location=str(tiny_model_dir)))
+    assert collector.young_only == 1 and collector.timer.interval() == garbage.LOADING_INTERVAL_MS
+    # Garbage made during the load is freed, not frozen with the load's survivors.
+    cycles = [Cycle() for _ in range(3 * gc.get_threshold()[0])]
+    refs = [weakref.ref(cycle) for cycle in cycles]
+    del cycles
+    qtbot.waitUntil(lambda: not session.loading, timeout=60_000)
+    assert collector.young_only == 0 and collector.timer.interval() == garbage.INTERVAL_MS
+    qtbot.waitUntil(lambda: all(ref() is None for ref in refs), timeout=3000)
+    # After the load, cycles that have grown old are collected too.
+    old = Cycle()
+    ref = weakref.ref(old)
+    gc.collect(0)
+    gc.collect(1)  # `old` is now in the oldest generation
+    del old
+    # Every generation past its threshold, as after a while of work: the oldest is due.
+    for _ in range(gc.get_threshold()[2] + 1):
+        gc.collect(1)
+    for _ in range(gc.get_threshold()[1] + 1):
+        gc.collect(0)
+    keep = [Cycle() for _ in range(2 * gc.get_threshold()[0])]  # noqa: F841
+    qtbot.waitUntil(lambda: ref() is None, timeout=3000)
+    # A load that fails ends its young-only time too.
+    session.load_model(ModelSpec(kind="folder", location=str(tmp_path / "no-such-model")))
+    qtbot.waitUntil(lambda: not session.loading, timeout=60_000)
+    assert collector.young_only == 0
+    session.shutdown()
