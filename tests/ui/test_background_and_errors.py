@@ -143,8 +143,9 @@ def test_cycles_are_collected_in_the_gui_thread_and_only_young_ones_while_a_mode
         gc.collect(1)
     for _ in range(gc.get_threshold()[1] + 1):
         gc.collect(0)
-    keep = [Cycle() for _ in range(2 * gc.get_threshold()[0])]  # noqa: F841
+    young = [Cycle() for _ in range(2 * gc.get_threshold()[0])]
     qtbot.waitUntil(lambda: ref() is None, timeout=3000)
+    del young
     # A load that fails ends its young-only time too.
     session.load_model(ModelSpec(kind="folder", location=str(tmp_path / "no-such-model")))
     qtbot.waitUntil(lambda: not session.loading, timeout=60_000)
