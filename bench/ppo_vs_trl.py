@@ -181,7 +181,9 @@ def prepare(plan_path: Path) -> None:
     assert last.status == "finished", last
     run_id, adapter_folder = reward_runs(project)[0]
     print("Exporting it as an AutoModelForSequenceClassification for TRL...", flush=True)
-    reward_folder = export_reward_model(project.base_model, adapter_folder, scratch / "reward-model")
+    # In the dtype TRL loads it in: bf16 on CUDA (a 7B export in fp32 would be 27 GB on disk).
+    reward_folder = export_reward_model(project.base_model, adapter_folder, scratch / "reward-model",
+                                        dtype="bfloat16" if plan["device"] == "cuda" else "float32")
     base_folder = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1].folder
 
     # The exact prompt tokens our trainer generates from: chat template + generation prompt.
