@@ -4,10 +4,10 @@ from workbench.config import ModelSpec
 from workbench.models.loading import ModelSession
 
 
-def loaded(folder) -> ModelSession:
-    """A ModelSession with the model in `folder` loaded."""
+def loaded(folder, **options) -> ModelSession:
+    """A ModelSession with the model in `folder` loaded (`options`: ModelSpec's, e.g. quantization)."""
     session = ModelSession()
-    for _ in session.load(ModelSpec(kind="folder", location=str(folder))):
+    for _ in session.load(ModelSpec(kind="folder", location=str(folder), **options)):
         pass
     return session
 

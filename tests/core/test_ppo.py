@@ -9,7 +9,6 @@ from workbench.config import ModelSpec
 from workbench.data.prompts import PromptStore
 from workbench.data.sft_store import SftStore
 from workbench.models.generation import SamplingSettings, stream_chat
-from workbench.models.loading import ModelSession
 from workbench.models.tiny import make_tiny_llama
 from workbench.project import Project
 from workbench.train.ppo import PpoConfig, _PpoTrainer, train_ppo
@@ -80,14 +79,12 @@ def test_qlora_ppo_on_a_4bit_base_learns_and_trains_every_adapter(tmp_path, peak
     and every LoRA matrix moved off its zero start."""
     from safetensors.torch import load_file
 
-    spec = ModelSpec(kind="folder", location=str(peaked_model_dir), quantization="nf4", device=device)
-    models = ModelSession()
-    list(models.load(spec))
+    models = loaded(peaked_model_dir, quantization="nf4", device=device)
     assert models.info.device == device and models.model.is_loaded_in_4bit
     chat = [{"role": "user", "content": "Where is my parcel?"}]
     assert "".join(c.text for c in stream_chat(models.model, models.tokenizer, chat, SamplingSettings(max_new_tokens=4)))
     project = Project.create(tmp_path / "qlora")
-    project.set_base_model(spec)
+    project.set_base_model(models.spec)
     for i in range(10):
         PromptStore(project).add(f"Question {i} about my order?")
     config = PpoConfig(max_steps=30, kl_target=6.0, kl_horizon=100, heldout_fraction=0.0,

@@ -4,14 +4,14 @@ term, the activations kept for backward, against what autograd really saves for 
 import pytest
 import torch
 
-from workbench.config import ModelSpec
 from workbench.data.prompts import PromptStore
-from workbench.models.loading import ModelSession
 from workbench.models.tiny import make_tiny_tokenizer
 from workbench.project import Project
 from workbench.train.ppo import PpoConfig, Rollout, _PpoTrainer
 from workbench.train.ppo_memory import GIB, ModelShape, estimate_for_session, estimate_ppo_memory
 from workbench.train.runs import RunRecord
+
+from .conftest import loaded
 
 
 def saved_for_backward(fn) -> dict[int, int]:
@@ -41,8 +41,7 @@ def test_the_activation_term_matches_what_autograd_saves(tmp_path, quantization)
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    models = ModelSession()
-    list(models.load(ModelSpec(kind="folder", location=str(tmp_path / "model"), quantization=quantization)))
+    models = loaded(tmp_path / "model", quantization=quantization)
     project = Project.create(tmp_path / "p")
     PromptStore(project).add("Where is my parcel?")
     prompt, response, micro = 40, 24, 4

@@ -89,8 +89,8 @@ def estimate_ppo_memory(shape: ModelShape, config, quantization: str = "4bit", d
     # Saved for backward per token and layer, as counted by tests/core/test_ppo_memory.py over a
     # real micro-batch: 8 hidden-sized tensors (the block's inputs and their normed copies, q, k
     # and v, which attention gets repeated to every head, the attention output) and 5
-    # intermediate-sized ones (the MLP's gate, up, activation and product). The LoRA inputs are
-    # among these; dequantized 4-bit weights are transient.
+    # intermediate-sized ones (the MLP's gate, up, activation and product among them). The LoRA
+    # inputs are among these; dequantized 4-bit weights are transient.
     per_layer = micro * sequence * (8 * shape.hidden + 5 * shape.intermediate) * dtype_bytes
     if config.gradient_checkpointing:
         activations = micro * sequence * shape.hidden * dtype_bytes * shape.layers + per_layer
