@@ -321,7 +321,10 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
     for name, a, b in rows:
         print(f"{name:{width}}  {a:>{cols[0]}}  {b:>{cols[1]}}")
     phases = ours["phases_s"]
-    print(f"ours per step: generate {phases['generate']:.2f} s, reference log-probs (the policy's come from generation) "
+    # On CUDA the model computes in bf16, so the policy's log-probs take a forward pass too (ppo.Rollout).
+    logprobs = "reference log-probs (the policy's come from generation)" if plan["device"] == "cpu" \
+        else "policy and reference log-probs"
+    print(f"ours per step: generate {phases['generate']:.2f} s, {logprobs} "
           f"{phases['logprobs']:.2f} s, reward model {phases['score']:.2f} s, "
           f"train {phases['train']:.2f} s; response length {ours['metrics']['response_length']:.1f} tokens, "
           f"EOS rate {ours['metrics']['eos_rate']:.2f}")

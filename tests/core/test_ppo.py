@@ -152,6 +152,21 @@ def test_log_probs_and_values_kept_from_generation_equal_a_forward_pass(project,
     assert torch.allclose(kept_values[real], values[real], atol=1e-4)
 
 
+def test_in_bfloat16_the_first_update_starts_from_ratio_one_and_zero_kl(project, peaked_model_dir):
+    """In bfloat16 (CUDA's compute dtype) the cached decode rounds differently from a forward
+    pass, so the old log-probs come from a forward pass, as the update's do: a fresh policy is its
+    reference exactly (KL 0), and the one optimizer step of the first step sees ratio 1."""
+    models = loaded(peaked_model_dir, dtype="bfloat16")
+    config = PpoConfig(max_steps=1, ppo_epochs=1, num_minibatches=1, heldout_fraction=0.0,
+                       **{**FAST, "max_new_tokens": 24})
+    logs = list(train_ppo(project, models, config, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    run = logs[-1].run_id
+    assert series(project, run, "objective/kl") == [0.0]
+    assert series(project, run, "policy/approx_kl") == [0.0]
+    assert series(project, run, "policy/clipfrac") == [0.0]
+
+
 def test_a_resumed_run_continues_as_if_never_stopped(project, models):
     config = PpoConfig(max_steps=6, checkpoint_every=100, kl_target=1.0, kl_horizon=50, **FAST)
     whole = list(train_ppo(project, models, config, reward_fn=letter_o))

@@ -7,8 +7,9 @@
 
 One step, read top to bottom in `_PpoTrainer.step`: 1. sample prompts and generate with the
 policy, keeping its last hidden state at each response position; 2. from those states the policy's
-log-probs and the values (no second policy forward pass, as in TRL), and the reference's log-probs
-from one forward pass; 3. scores; 4. per-token rewards
+log-probs and the values (no second policy forward pass, unlike TRL) when the model computes in
+float32, otherwise from a forward pass (see `Rollout.states`), and the reference's log-probs from
+one forward pass; 3. scores; 4. per-token rewards
 (-beta * KL, plus the score at the last token, minus a penalty when there is no EOS); 5. GAE and
 whitened advantages; 6. several epochs of clipped policy and value losses over minibatches with
 gradient accumulation; 7. the adaptive KL controller. Log-probs are taken from the response
@@ -178,6 +179,11 @@ class Rollout:
     texts: list[str]
     has_eos: list[bool]
     states: object = None      # [B, T, hidden]: the policy's last hidden state before each response token
+    # Kept only in float32, where they equal a forward pass over the finished batch. In bfloat16
+    # (CUDA's compute dtype) the cached one-token-at-a-time decode rounds differently: on the demo
+    # model, log-probs 0.05 nats per token off on average (0.34 at most) and 0.11 nats of KL per
+    # response between a policy and its identical reference. The update compares against a
+    # forward pass, so the old log-probs must come from one too, or PPO clips from the start.
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -319,7 +325,10 @@ class _PpoTrainer:
         # 2. Log-probs of the sampled tokens under the policy (from the states generation already
         # computed) and under the reference (one forward pass); the values.
         with torch.no_grad():
-            old_logprobs, old_values, _ = self.heads(rollout.states, rollout, value_head)
+            if rollout.states is not None:
+                old_logprobs, old_values, _ = self.heads(rollout.states, rollout, value_head)
+            else:
+                old_logprobs, old_values, _ = self.forward(rollout, value_head, self.name)
             ref_logprobs, _, _ = self.forward(rollout, value_head, self.reference)
         mask = rollout.response_mask
         forwarded = time.monotonic()
@@ -419,7 +428,8 @@ class _PpoTrainer:
         # log-probs and the values without running the policy over the batch again.
         states = []
         keep = lambda module, args, output: states.append(output.last_hidden_state[:, -1:])  # noqa: E731
-        hook = self.backbone().register_forward_hook(keep)
+        exact = self.models.model.dtype == torch.float32  # see Rollout.states
+        hook = self.backbone().register_forward_hook(keep) if exact else None
         try:
             with torch.no_grad():
                 sequences = self.models.peft.generate(
@@ -427,7 +437,8 @@ class _PpoTrainer:
                     do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
                     pad_token_id=self.pad)
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         responses = sequences[:, width:]
         eos = torch.zeros_like(responses, dtype=torch.bool)
         for token in eos_token_ids(self.models.model, self.tokenizer):
@@ -441,7 +452,7 @@ class _PpoTrainer:
         texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, response_mask)]
         return Rollout(torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1), width,
                        response_mask.float(), batch, texts, has_eos.tolist(),
-                       torch.cat(states, 1)[:, :responses.shape[1]])
+                       torch.cat(states, 1)[:, :responses.shape[1]] if exact else None)
 
     def subset(self, rollout: Rollout, index) -> Rollout:
         return Rollout(rollout.input_ids[index], rollout.attention_mask[index], rollout.prompt_length,
