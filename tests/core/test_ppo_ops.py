@@ -88,6 +88,21 @@ def test_token_logprobs_and_entropy_match_the_full_softmax():
     assert entropy_from_logits(uniform).item() == pytest.approx(math.log(8))
 
 
+def test_the_temperature_divides_bf16_logits_in_fp32_as_sampling_does():
+    """generate() casts the logits to fp32 before dividing by the temperature; a division in
+    bf16 would round each logit again (up to about 0.04 at a logit of 20)."""
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 4, 50) * 10).bfloat16()
+    tokens = torch.randint(0, 50, (3, 4))
+    sampled_from = torch.log_softmax(logits.float() / 0.7, -1)
+    expected = sampled_from.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(token_logprobs(logits, tokens, temperature=0.7), expected, atol=1e-6)
+    rounded_twice = torch.log_softmax((logits / 0.7).float(), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert not torch.allclose(rounded_twice, expected, atol=1e-3)
+    entropy = -(sampled_from.exp() * sampled_from).sum(-1)
+    assert torch.allclose(entropy_from_logits(logits, temperature=0.7), entropy, atol=1e-5)
+
+
 def test_adaptive_kl_controller_moves_towards_the_target_and_fixed_stays():
     controller = KLController(value=0.1, target=6.0, horizon=100)
     controller.update(current_kl=12.0, n_samples=10)  # error clipped to +0.2: x (1 + 0.2 * 10 / 100)

@@ -93,26 +93,27 @@ def value_loss(values, old_values, returns, mask, clip: float = 0.2):
     return loss, clipfrac
 
 
-def token_logprobs(logits, tokens, chunk_rows: int = 8):
-    """log p(token) under `logits` ([rows, T, vocab] -> [rows, T]), a few rows at a time, so the
-    full-vocabulary fp32 log-softmax never exists for the whole batch at once."""
+def token_logprobs(logits, tokens, chunk_rows: int = 8, temperature: float = 1.0):
+    """log p(token) under `logits` / `temperature` ([rows, T, vocab] -> [rows, T]), a few rows at
+    a time, so the full-vocabulary fp32 log-softmax never exists for the whole batch at once.
+    bf16 logits are divided after the cast to fp32, as generate() does before it samples."""
     import torch
 
     out = []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start:start + chunk_rows].float()
+        chunk = logits[start:start + chunk_rows].float() / temperature
         picked = torch.gather(chunk, -1, tokens[start:start + chunk_rows].unsqueeze(-1)).squeeze(-1)
         out.append(picked - torch.logsumexp(chunk, dim=-1))
     return torch.cat(out)
 
 
-def entropy_from_logits(logits, chunk_rows: int = 8):
-    """Entropy of each position's next-token distribution, a few rows at a time."""
+def entropy_from_logits(logits, chunk_rows: int = 8, temperature: float = 1.0):
+    """Entropy of each position's next-token distribution (of `logits` / `temperature`), a few rows at a time."""
     import torch
 
     out = []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start:start + chunk_rows].float()
+        chunk = logits[start:start + chunk_rows].float() / temperature
         log_p = torch.log_softmax(chunk, dim=-1)
         out.append(-(log_p.exp() * log_p).sum(-1))
     return torch.cat(out)

@@ -479,15 +479,16 @@ class _PpoTrainer:
         """Log-probs of the response tokens, values (and entropies) from the hidden states before them."""
         import torch
 
-        # Divided by the sampling temperature: the distribution the tokens were drawn from.
-        logits = self.models.peft.get_base_model().get_output_embeddings()(states) / self.config.temperature
+        # Divided by the sampling temperature (in fp32): the distribution the tokens were drawn from.
+        logits = self.models.peft.get_base_model().get_output_embeddings()(states)
         tokens = rollout.input_ids[:, rollout.prompt_length:]
-        logprobs = ops.token_logprobs(logits, tokens)
+        temperature = self.config.temperature
+        logprobs = ops.token_logprobs(logits, tokens, temperature=temperature)
         values = value_head(states.float()).squeeze(-1)
         entropy = None
         if with_entropy:  # a statistic, never in the loss: kept out of the graph and its memory
             with torch.no_grad():
-                entropy = ops.entropy_from_logits(logits)
+                entropy = ops.entropy_from_logits(logits, temperature=temperature)
         return logprobs, values, entropy
 
     def backbone(self):
