@@ -93,6 +93,12 @@ def value_loss(values, old_values, returns, mask, clip: float = 0.2):
     return loss, clipfrac
 
 
+def scaled(logits, temperature: float):
+    """`logits` in fp32 divided by `temperature` (no copy of fp32 logits at temperature 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def token_logprobs(logits, tokens, chunk_rows: int = 8, temperature: float = 1.0):
     """log p(token) under `logits` / `temperature` ([rows, T, vocab] -> [rows, T]), a few rows at
     a time, so the full-vocabulary fp32 log-softmax never exists for the whole batch at once.
@@ -101,7 +107,7 @@ def token_logprobs(logits, tokens, chunk_rows: int = 8, temperature: float = 1.0
 
     out = []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start:start + chunk_rows].float() / temperature
+        chunk = scaled(logits[start:start + chunk_rows], temperature)
         picked = torch.gather(chunk, -1, tokens[start:start + chunk_rows].unsqueeze(-1)).squeeze(-1)
         out.append(picked - torch.logsumexp(chunk, dim=-1))
     return torch.cat(out)
@@ -113,7 +119,7 @@ def entropy_from_logits(logits, chunk_rows: int = 8, temperature: float = 1.0):
 
     out = []
     for start in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[start:start + chunk_rows].float() / temperature
+        chunk = scaled(logits[start:start + chunk_rows], temperature)
         log_p = torch.log_softmax(chunk, dim=-1)
         out.append(-(log_p.exp() * log_p).sum(-1))
     return torch.cat(out)
