@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget,
 )
@@ -74,8 +75,7 @@ class ConfigForm(QWidget):
         if type_name.startswith("int"):
             return QSpinBox(minimum=0, maximum=1_000_000)
         if type_name.startswith("float"):
-            # Learning rates need many decimals; the rest are fine with them too.
-            return QDoubleSpinBox(minimum=0.0, maximum=1e6, decimals=6, singleStep=0.05 if "rate" not in name else 1e-5)
+            return FloatBox(step=1e-5 if "rate" in name else 0.05)
         return QLineEdit()
 
     def value(self):
@@ -114,3 +114,33 @@ class ConfigForm(QWidget):
                 editor.setValue(value)
             else:
                 editor.setText(str(value))
+
+
+class FloatBox(QDoubleSpinBox):
+    """A number as Python writes it (1e-05, 0.2, 64), typed the same way, scientific notation
+    included. A plain QDoubleSpinBox rounds to a fixed number of decimals: with six, a learning
+    rate of 5e-7 became 0.000001 and 1.41e-5 became 1.4e-5, silently."""
+
+    SIGNIFICANT = 6
+
+    def __init__(self, step: float):
+        # Twelve decimals only bound the rounding; what is shown comes from textFromValue.
+        super().__init__(minimum=0.0, maximum=1e6, decimals=12, singleStep=step)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.{self.SIGNIFICANT}g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, position: int):
+        try:
+            number = float(text)
+        except ValueError:  # on the way to a number ("", "1e", "2.5e-") or not a number at all
+            partial = all(c in "0123456789.eE+-" for c in text)
+            return QValidator.State.Intermediate if partial else QValidator.State.Invalid, text, position
+        inside = self.minimum() <= number <= self.maximum()
+        return QValidator.State.Acceptable if inside else QValidator.State.Intermediate, text, position
