@@ -9,6 +9,7 @@ from workbench.config import ModelSpec
 from workbench.data.sft_store import SftStore
 from workbench.models.loading import ModelSession
 from workbench.project import Project
+from workbench.train.loop import optimizer_and_schedule
 from workbench.train.runs import RunControl, RunRecord, TrainingError, mark_interrupted
 from workbench.train.sft import SftConfig, adapter_name, train_sft
 from workbench.train.sft_data import IGNORE, tokenize_example
@@ -239,3 +240,17 @@ def test_a_run_another_process_is_training_is_neither_marked_nor_resumed(project
         other_process.release()
     record.set_status("running")
     assert mark_interrupted(project) == [run_id]  # once the lock is gone, it was cut off
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_every_schedule_warms_up_from_zero(schedule):
+    """transformers' plain "constant" schedule ignores warm-up steps; ours must not."""
+    config = SftConfig(learning_rate=1e-3, warmup_steps=4, schedule=schedule)
+    optimizer, scheduler = optimizer_and_schedule([torch.nn.Parameter(torch.zeros(1))], config, total_updates=20)
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:5] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert (rates[7] == pytest.approx(1e-3)) == (schedule == "constant")

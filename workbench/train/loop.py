@@ -77,7 +77,9 @@ def optimizer_and_schedule(params, config, total_updates: int):
     from transformers import get_scheduler
 
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=config.warmup_steps,
+    # transformers' "constant" ignores num_warmup_steps; its warm-up twin honours them.
+    schedule = "constant_with_warmup" if config.schedule == "constant" else config.schedule
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=config.warmup_steps,
                               num_training_steps=total_updates)
     return optimizer, scheduler
 
