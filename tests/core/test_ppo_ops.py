@@ -66,8 +66,19 @@ def test_clipped_policy_loss_by_hand():
     loss, clipfrac, approx_kl = policy_loss(new, old, t([1.0, 1.0, -2.0]), t([1, 1, 1]), clip=0.2)
     assert loss.item() == pytest.approx((-1.2 - math.exp(-0.5) + 2.0) / 3, rel=1e-5)
     assert clipfrac.item() == pytest.approx(1 / 3)
-    k3 = [math.expm1(-x) + x for x in (0.5, -0.5, 0.0)]
+    k3 = [math.expm1(x) - x for x in (0.5, -0.5, 0.0)]  # KL(old || new) from old samples, r = p_new / p_old
     assert approx_kl.item() == pytest.approx(sum(k3) / 3, rel=1e-5)
+
+
+def test_padding_with_extreme_log_probs_cannot_turn_the_statistics_into_nan():
+    """After EOS the rows hold padding, scored by both models; a log ratio of -200 there must
+    not overflow exp() into inf, which the mask's 0 would turn into NaN."""
+    logp, ref, mask = t([-1.0, -250.0, -50.0]), t([-1.5, -50.0, -250.0]), t([1, 0, 0])
+    assert torch.isfinite(kl_estimate(logp, ref, "k3", mask) * mask).all()
+    assert kl_estimate(logp, ref, "k3", mask)[0, 1].item() == 0.0
+    loss, clipfrac, approx_kl = policy_loss(logp, ref, t([1.0, 1.0, 1.0]), mask)
+    assert all(torch.isfinite(x) for x in (loss, clipfrac, approx_kl))
+    assert loss.item() == pytest.approx(-min(math.exp(0.5), 1.2))
 
 
 def test_clipped_value_loss_by_hand():

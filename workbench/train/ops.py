@@ -53,12 +53,16 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
     return advantages, (advantages + values) * mask
 
 
-def kl_estimate(logprobs, ref_logprobs, kind: str = "k1"):
+def kl_estimate(logprobs, ref_logprobs, kind: str = "k1", mask=None):
     """Per-token KL(policy || reference) from sampled tokens: k1 = log ratio (unbiased, can be
-    negative per token); k3 = (r - 1) - log r with r = p_ref / p_policy (unbiased, never negative)."""
+    negative per token); k3 = (r - 1) - log r with r = p_ref / p_policy (unbiased, never negative).
+    Zero where `mask` is 0: padding after EOS is scored by both models too, and one extreme
+    log ratio there (below -88) would overflow k3 to inf, and inf * 0 is NaN."""
     import torch
 
     log_ratio = logprobs - ref_logprobs
+    if mask is not None:
+        log_ratio = torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
     if kind == "k1":
         return log_ratio
     if kind == "k3":
@@ -68,16 +72,18 @@ def kl_estimate(logprobs, ref_logprobs, kind: str = "k1"):
 
 def policy_loss(logprobs, old_logprobs, advantages, mask, clip: float = 0.2):
     """Clipped surrogate objective (as a loss to minimise), the share of clipped tokens, and the
-    approximate KL between old and new policy (k3, for early stopping and the plot)."""
+    approximate KL(old || new) for the plot: k3 = (r - 1) - log r with r = p_new / p_old, unbiased
+    for tokens sampled from the old policy."""
     import torch
 
-    log_ratio = logprobs - old_logprobs
+    # Padding is left out before exp(): an overflow there would turn the masked means into NaN.
+    log_ratio = torch.where(mask.bool(), logprobs - old_logprobs, torch.zeros_like(logprobs))
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).float(), mask)
-    approx_kl = masked_mean(torch.expm1(-log_ratio) + log_ratio, mask)
+    approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return loss, clipfrac, approx_kl
 
 
