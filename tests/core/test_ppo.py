@@ -172,6 +172,22 @@ def test_in_bfloat16_the_first_update_starts_from_ratio_one_and_zero_kl(project,
     assert series(project, run, "policy/clipfrac") == [0.0]
 
 
+def test_the_update_sees_the_rollouts_policy_with_checkpointing_and_an_sft_adapters_dropout(project, models):
+    """The update runs in train mode, where gradient checkpointing acts, yet without dropout: a
+    policy copied from an SFT adapter (LoRA dropout 0.05) starts its first update at ratio 1."""
+    SftStore(project).add_many([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]] * 4)
+    *_, sft = train_sft(project, models, SftConfig(max_steps=2, batch_size=2, validation_fraction=0.0,
+                                                   learning_rate=1e-2, lora_dropout=0.05))
+    assert sft.status == "finished"
+    config = PpoConfig(max_steps=1, ppo_epochs=1, num_minibatches=1, heldout_fraction=0.0, init_adapter="sft-run-1",
+                       gradient_checkpointing=True, **FAST)
+    logs = list(train_ppo(project, models, config, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    assert series(project, logs[-1].run_id, "policy/approx_kl")[0] < 1e-9  # 3e-4 with the dropout on
+    assert series(project, logs[-1].run_id, "policy/clipfrac") == [0.0]
+    assert not models.peft.training  # back in eval mode for generation and scoring
+
+
 def test_a_resumed_run_continues_as_if_never_stopped(project, models):
     config = PpoConfig(max_steps=6, checkpoint_every=100, kl_target=1.0, kl_horizon=50, **FAST)
     whole = list(train_ppo(project, models, config, reward_fn=letter_o))

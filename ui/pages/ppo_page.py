@@ -272,7 +272,7 @@ class PpoPage(QWidget):
         # The adapter and reward-model combos are filled from the project's finished runs.
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
-                                    hidden=("grad_accum", "epochs", "validation_fraction", "eval_every"),
+                                    hidden=("grad_accum", "epochs", "validation_fraction", "eval_every", "lora_dropout"),
                                     labels={"max_steps": "Max steps"},  # PPO has no epochs to fall back on
                                     blank_texts={"init_adapter": "none (fresh)",
                                                  "reward_model": "newest finished"})

@@ -24,6 +24,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,16 @@ class PpoConfig(LoraTrainingConfig):
     adapter takes that adapter's rank and layers)."""
 
     lora_dropout: float = 0.0
-    """Dropout on the LoRA input; 0 keeps the policy's log-probs identical between rollout and update."""
+    """Unused by PPO: dropout stays off in the rollout and in the update (as in TRL), so that both
+    compute the same policy's log-probs."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW, for the policy adapter and the value head (LoRA wants about
     ten times a full fine-tune's rate; 1e-4 moved the demo model's policy within 40 steps)."""
     schedule: str = "constant"
     """Learning-rate schedule after warm-up: constant, linear or cosine decay to zero."""
     warmup_steps: int = 0
-    """Steps of linear warm-up from zero to the peak learning rate."""
+    """Optimizer updates of linear warm-up from zero to the peak learning rate (a PPO step makes
+    ppo_epochs x num_minibatches of them)."""
     batch_size: int = 8
     """Prompts (and so responses) per PPO step."""
     max_length: int = 256
@@ -250,7 +253,7 @@ class _PpoTrainer:
         if self.reward_fn is None:
             self.reward_model = self.load_reward_model()
         self.models.peft.set_adapter(self.name)
-        self.models.peft.eval()  # no dropout: rollout and update see the same policy
+        self.models.peft.eval()  # no dropout in the rollout; update_mode() keeps it off in the update
         device = next(self.models.model.parameters()).device
         value_head = torch.nn.Linear(self.models.model.config.hidden_size, 1, device=device, dtype=torch.float32)
         torch.nn.init.zeros_(value_head.weight)
@@ -296,7 +299,6 @@ class _PpoTrainer:
                 return
             metrics, samples = self.step(step, prompts, value_head, optimizer, scheduler, params, kl, device)
             step += 1
-            metrics["kl/coef"] = kl.value
             record.add_metrics(step, metrics)
             self.keep_samples(step, samples)
             if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
@@ -345,8 +347,9 @@ class _PpoTrainer:
                              "Check the reward model or function")
 
         # 4. Per-token rewards: -beta * KL everywhere, plus the score at the last real token.
-        token_kl = ops.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
-        rewards = -kl.value * token_kl
+        token_kl = ops.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator, mask)
+        beta = kl.value  # this step's; the controller moves it at the end
+        rewards = -beta * token_kl
         last = (lengths - 1).clamp(min=0).long()
         rewards[torch.arange(len(last), device=device), last] += scores
         if cfg.whiten_rewards:
@@ -357,6 +360,38 @@ class _PpoTrainer:
         advantages = ops.masked_whiten(advantages, mask)
 
         # 6. PPO epochs over minibatches, accumulating gradients over micro-batches.
+        with self.update_mode():
+            stats = self.update(rollout, value_head, optimizer, scheduler, params, old_logprobs, old_values,
+                                advantages, returns, step)
+
+        # 7. The KL controller moves beta towards the target KL.
+        mean_kl = float(token_kl.sum(1).mean())
+        kl.update(mean_kl, cfg.batch_size)
+        metrics = {key: sum(values) / len(values) for key, values in stats.items()}
+        metrics.update({
+            "objective/score": float(raw_scores.mean()),
+            "objective/reward": float(rewards.sum(1).mean()) if not cfg.whiten_rewards
+            else float((scores - beta * token_kl.sum(1)).mean()),
+            "objective/kl": mean_kl,
+            "kl/coef": beta,
+            "response/length": float(lengths.float().mean()),
+            "response/eos_rate": sum(rollout.has_eos) / len(rollout.has_eos),
+            "time/generate_s": generated - started, "time/logprobs_s": forwarded - generated,
+            "time/score_s": scored - forwarded,
+            "time/train_s": time.monotonic() - scored,
+        })
+        samples = [{"prompt": m[-1]["content"], "response": text, "score": float(s), "kl": float(k)}
+                   for m, text, s, k in zip(rollout.messages, rollout.texts, raw_scores.tolist(),
+                                            token_kl.sum(1).tolist())][:cfg.samples_per_step]
+        return metrics, samples
+
+    def update(self, rollout: Rollout, value_head, optimizer, scheduler, params, old_logprobs, old_values,
+               advantages, returns, step: int) -> dict[str, list[float]]:
+        """Step 6: PPO epochs over minibatches, accumulating gradients over micro-batches.
+        Returns each micro-batch's losses and statistics."""
+        import torch
+
+        cfg, mask, device = self.config, rollout.response_mask, old_logprobs.device
         stats = {key: [] for key in ("loss/policy", "loss/value", "policy/entropy", "policy/clipfrac",
                                      "policy/approx_kl", "value/clipfrac")}
         minibatch = cfg.batch_size // cfg.num_minibatches
@@ -386,26 +421,31 @@ class _PpoTrainer:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+        return stats
 
-        # 7. The KL controller moves beta towards the target KL.
-        mean_kl = float(token_kl.sum(1).mean())
-        kl.update(mean_kl, cfg.batch_size)
-        metrics = {key: sum(values) / len(values) for key, values in stats.items()}
-        metrics.update({
-            "objective/score": float(raw_scores.mean()),
-            "objective/reward": float(rewards.sum(1).mean()) if not cfg.whiten_rewards
-            else float((scores - kl.value * token_kl.sum(1)).mean()),
-            "objective/kl": mean_kl,
-            "response/length": float(lengths.float().mean()),
-            "response/eos_rate": sum(rollout.has_eos) / len(rollout.has_eos),
-            "time/generate_s": generated - started, "time/logprobs_s": forwarded - generated,
-            "time/score_s": scored - forwarded,
-            "time/train_s": time.monotonic() - scored,
-        })
-        samples = [{"prompt": m[-1]["content"], "response": text, "score": float(s), "kl": float(k)}
-                   for m, text, s, k in zip(rollout.messages, rollout.texts, raw_scores.tolist(),
-                                            token_kl.sum(1).tolist())][:cfg.samples_per_step]
-        return metrics, samples
+    @contextmanager
+    def update_mode(self):
+        """Train mode for the update, since gradient checkpointing acts only in it, with every
+        dropout off (LoRA's, a policy copied from an SFT adapter has 0.05, and the base's), as in
+        the rollout: the update's log-probs must be the rollout's until the weights move."""
+        import torch
+
+        peft = self.models.peft
+        peft.train()
+        attention = {}
+        for module in peft.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.eval()
+            rate = getattr(module, "attention_dropout", None)  # Llama-style attention reads it in train mode
+            if isinstance(rate, float) and rate > 0:
+                attention[module] = rate
+                module.attention_dropout = 0.0
+        try:
+            yield
+        finally:
+            for module, rate in attention.items():
+                module.attention_dropout = rate
+            peft.eval()
 
     # ---- pieces of a step --------------------------------------------------------------------
 
