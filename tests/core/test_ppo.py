@@ -1,6 +1,9 @@
 """PPO on the tiny model with a rule-based reward: it learns with bounded KL, the reference is
 the frozen model, a resumed run continues exactly, non-finite rewards stop it cleanly."""
 
+import json
+from collections import Counter
+
 import pytest
 import torch
 
@@ -202,6 +205,36 @@ def test_a_resumed_run_continues_as_if_never_stopped(project, models):
         assert series(project, stopped, key) == pytest.approx(series(project, whole[-1].run_id, key), rel=1e-4)
     coefs = series(project, stopped, "kl/coef")
     assert coefs[2] != config.kl_coef and len(coefs) == 6  # the controller moved, and carried on
+
+
+def test_a_resumed_run_keeps_its_prompt_split_and_one_set_of_samples_per_step(project, models):
+    """A crash after the checkpoint at step 2: steps 3 and on are done again on resume, from the
+    prompts the run started with, even though prompts were added in between."""
+    calls = []
+
+    def crashes_once(messages, texts):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("the reward server went away")
+        return letter_o(messages, texts)
+
+    config = PpoConfig(max_steps=5, checkpoint_every=2, heldout_fraction=0.2, **FAST)
+    logs = []
+    with pytest.raises(RuntimeError, match="went away"):
+        logs.extend(train_ppo(project, models, config, reward_fn=crashes_once))
+    record = RunRecord(project, logs[-1].run_id)
+    assert record.status == "failed" and record.last_checkpoint()[0] == 2
+    split = [(record.folder / name).read_text() for name in ("train_prompts.json", "heldout_prompts.json")]
+    assert len(json.loads(split[0])) == 8 and len(json.loads(split[1])) == 2
+    for i in range(10):
+        PromptStore(project).add(f"A question added later, number {i}?")
+    logs = list(train_ppo(project, models, resume_run_id=record.id, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    assert [(record.folder / name).read_text() for name in ("train_prompts.json", "heldout_prompts.json")] == split
+    trained_on = {sample["prompt"] for log in logs for sample in log.samples}
+    assert trained_on and not any("added later" in prompt for prompt in trained_on)
+    lines = (record.folder / "samples.jsonl").read_text().splitlines()
+    assert Counter(json.loads(line)["step"] for line in lines) == {step: 8 for step in range(1, 6)}
 
 
 def test_a_non_finite_reward_stops_the_run_and_keeps_the_checkpoint(project, models):

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.train.loop import named_adapters
-from workbench.train.ppo import METRIC_KEYS, PpoConfig
+from workbench.train.ppo import METRIC_KEYS, SAMPLES_FILE, PpoConfig
 from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
 from workbench.train.ppo_memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
@@ -76,7 +76,7 @@ class SamplesTable(QWidget):
         """The last step's samples of a past run, from its samples.jsonl."""
         import json
 
-        path = record.folder / "samples.jsonl"
+        path = record.folder / SAMPLES_FILE
         if not path.is_file():
             self.table.setRowCount(0)
             self.title.setText("This run kept no samples.")

@@ -47,6 +47,7 @@ METRIC_KEYS = ("objective/score", "objective/reward", "objective/kl", "loss/poli
                "response/eos_rate", "kl/coef", "time/generate_s", "time/logprobs_s", "time/score_s",
                "time/train_s")
 RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
+TRAIN_FILE, HELDOUT_FILE, SAMPLES_FILE = "train_prompts.json", "heldout_prompts.json", "samples.jsonl"
 
 
 @dataclass(frozen=True)
@@ -222,12 +223,18 @@ class _PpoTrainer:
     # ---- setup ---------------------------------------------------------------------------
 
     def prompts(self) -> list[list[dict]]:
-        train, heldout = split_prompts(self.project, self.config.heldout_fraction)
+        """The training prompts. A resumed run keeps the split it started with, so prompts added
+        since then neither change what it trains on nor join the held-out comparison."""
+        store, folder = PromptStore(self.project), self.record.folder
+        if (folder / TRAIN_FILE).is_file():
+            train = [i for i in json.loads((folder / TRAIN_FILE).read_text()) if store.row(i) is not None]
+        else:
+            train, heldout = split_prompts(self.project, self.config.heldout_fraction)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / HELDOUT_FILE).write_text(json.dumps(heldout))
+            (folder / TRAIN_FILE).write_text(json.dumps(train))
         if not train:
             raise TrainingError("There are no prompts to train on: add some on the Rank page.")
-        self.record.folder.mkdir(parents=True, exist_ok=True)
-        (self.record.folder / "heldout_prompts.json").write_text(json.dumps(heldout))
-        store = PromptStore(self.project)
         return [store.messages(prompt_id) for prompt_id in train]
 
     def setup(self):
@@ -279,6 +286,7 @@ class _PpoTrainer:
         optimizer, scheduler = optimizer_and_schedule(params, cfg, cfg.max_steps * cfg.ppo_epochs * cfg.num_minibatches)
         kl = ops.KLController(cfg.kl_coef, cfg.kl_target or None, cfg.kl_horizon)
         step, extra, state = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
+        self.forget_samples_after(step)
         if extra:
             value_head.load_state_dict({"weight": extra["value.weight"].to(device),
                                         "bias": extra["value.bias"].to(device)})
@@ -546,8 +554,16 @@ class _PpoTrainer:
         self.models.peft.set_adapter(self.name)
         return scores
 
+    def forget_samples_after(self, step: int) -> None:
+        """Drop the samples of steps after the checkpoint a run resumes from: they are done again."""
+        path = self.record.folder / SAMPLES_FILE
+        if path.is_file():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(kept), encoding="utf-8")
+
     def keep_samples(self, step: int, samples: list[dict]) -> None:
-        path = self.record.folder / "samples.jsonl"
+        path = self.record.folder / SAMPLES_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as handle:
             for sample in samples:

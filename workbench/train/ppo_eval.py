@@ -24,13 +24,12 @@ from workbench.models.generation import SamplingSettings, chat_input_ids, stream
 from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.loop import adapter_for, named_adapters
-from workbench.train.ppo import KIND, PpoConfig, choose_reward_model
+from workbench.train.ppo import HELDOUT_FILE, KIND, PpoConfig, choose_reward_model
 from workbench.train.reward import load_reward_model
 from workbench.train.reward_eval import wilson_interval
 from workbench.train.runs import RunRecord, finished_adapters
 
 COMPARISON_FILE = "comparison.json"
-HELDOUT_FILE = "heldout_prompts.json"
 REFERENCE, POLICY = "reference", "policy"
 
 
