@@ -89,6 +89,12 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
     qtbot.mouseClick(view.compare_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: view.comparison is not None and view.task is None, timeout=60_000)
     assert view.table.rowCount() == 4 and "win rate" in view.summary.text()  # 2 held-out prompts x 2 answers
+    view.table.setCurrentCell(3, 0)  # both answers whole, side by side below the table
+    pair = view.comparison.pairs[3]
+    assert pair.reference in view.reference_view.toPlainText() and pair.policy in view.policy_view.toPlainText()
+    view.answers.setValue(3)  # the saved comparison, shown again, says how it was made
+    view.refresh()
+    assert view.answers.value() == 2 and view.table.rowCount() == 4
     window.rank_page.ask_name = lambda current: "ana"
     qtbot.mouseClick(view.send_button, Qt.MouseButton.LeftButton)
     assert window.stack.currentWidget() is window.rank_page and not view.send_button.isEnabled()

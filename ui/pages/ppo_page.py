@@ -130,7 +130,18 @@ class ComparisonView(QWidget):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
         for column in range(3, 6):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Double-click to read both answers whole")
+        self.table.setToolTip("Click a row to read both answers whole below; double-click to open them in a window")
+        # Side by side below the table: the answers whole, as the cells cut them to one line.
+        self.reference_view, self.policy_view = QTextBrowser(), QTextBrowser()
+        self.reference_view.setPlaceholderText("Click a row to read the reference's answer whole.")
+        self.policy_view.setPlaceholderText("Click a row to read the policy's answer whole.")
+        answers = QSplitter(Qt.Orientation.Horizontal)
+        answers.addWidget(self.reference_view)
+        answers.addWidget(self.policy_view)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(answers)
+        split.setSizes([360, 200])
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Run"))
@@ -143,12 +154,13 @@ class ComparisonView(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.summary)
         layout.addWidget(self.human)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(split, 1)
 
         self.run.currentIndexChanged.connect(self._show_selected)
         self.compare_button.clicked.connect(self.compare)
         self.send_button.clicked.connect(self.send)
         self.table.cellDoubleClicked.connect(self.open_pair)
+        self.table.currentCellChanged.connect(lambda row, *_: self._read(row))
         session.project_data_changed.connect(self._show_human)
         session.model_changed.connect(self._update_buttons)
 
@@ -181,15 +193,21 @@ class ComparisonView(QWidget):
         pairs = comparison.pairs if comparison else []
         self.table.setRowCount(len(pairs))
         for row, p in enumerate(pairs):
-            better = p.policy_score > p.reference_score
             for column, text in enumerate((one_line(p.prompt), one_line(p.reference), one_line(p.policy),
                                            f"{p.reference_score:+.3f}", f"{p.policy_score:+.3f}", f"{p.kl:.2f}")):
                 item = QTableWidgetItem(text)
-                if column == 4 and better:
-                    item.setForeground(Qt.GlobalColor.darkGreen)
+                if column == 4 and p.policy_score != p.reference_score:  # a win green, a loss red
+                    better = p.policy_score > p.reference_score
+                    item.setForeground(Qt.GlobalColor.darkGreen if better else Qt.GlobalColor.darkRed)
                 self.table.setItem(row, column, item)
         if comparison is not None:
             self.summary.setText(comparison.summary())
+            # The answers per prompt this comparison was made with, not the box's last setting.
+            first = pairs[0].prompt_id if pairs else None
+            self.answers.setValue(max(1, sum(p.prompt_id == first for p in pairs)))
+        if pairs and self.table.currentRow() < 0:
+            self.table.setCurrentCell(0, 0)  # something to read below from the start
+        self._read(self.table.currentRow() if pairs else -1)
         self._show_human()
         self._update_buttons()
 
@@ -253,10 +271,25 @@ class ComparisonView(QWidget):
         if made:
             self.review_prompt.emit(self.comparison.pairs[0].prompt_id)
 
+    def _pair(self, row: int):
+        pairs = self.comparison.pairs if self.comparison is not None else []
+        return pairs[row] if 0 <= row < len(pairs) else None
+
+    def _read(self, row: int) -> None:
+        p = self._pair(row)
+        if p is None:
+            self.reference_view.clear()
+            self.policy_view.clear()
+            return
+        self.reference_view.setMarkdown(f"**Reference** ({self.comparison.reference}, score {p.reference_score:+.3f})"
+                                        f"\n\n*{p.prompt}*\n\n{p.reference}")
+        self.policy_view.setMarkdown(f"**Policy** ({self.comparison.policy}, score {p.policy_score:+.3f}, "
+                                     f"KL {p.kl:.2f})\n\n*{p.prompt}*\n\n{p.policy}")
+
     @Slot(int, int)
     def open_pair(self, row: int, _column: int = 0) -> None:
-        if self.comparison is not None and row < len(self.comparison.pairs):
-            p = self.comparison.pairs[row]
+        p = self._pair(row)
+        if p is not None:
             TextDialog(self, "Reference and policy", f"**Prompt:** {p.prompt}\n\n---\n\n**Reference** "
                        f"({self.comparison.reference}, score {p.reference_score:+.3f})\n\n{p.reference}\n\n---\n\n"
                        f"**Policy** ({self.comparison.policy}, score {p.policy_score:+.3f}, KL {p.kl:.2f})\n\n"
