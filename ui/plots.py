@@ -43,6 +43,23 @@ PALETTE = ("#2f6fd6", "#d9480f", "#2b8a3e", "#9c36b5", "#c92a2a", "#0b7285", "#e
 AXIS_PEN = "#9aa0a8"
 STAGGER_MS = 15  # pause between drawing one plot and the next, so input and timers get in between
 TEXT_COLOUR = "#3c4047"
+MIN_RELATIVE_Y_RANGE = 0.05  # of the largest |value|: a 0.2% drift of kl/coef is not drawn as a swing
+LEFT_AXIS_WIDTH = 52  # fits "-1.5e-05"; the same in every plot, so the grid's plots line up
+
+
+class CompactAxis(pg.AxisItem):
+    """Tick labels with as many significant digits as the tick spacing needs, in Python's
+    shortest form: 5e-05, 0.0001, 0.0495, 1.2e+04. pyqtgraph's fixed decimal places gave
+    "0.00010", too wide for the axis, which then dropped every label but "0"."""
+
+    def tickStrings(self, values, scale, spacing):
+        if not values or spacing <= 0:
+            return super().tickStrings(values, scale, spacing)
+        largest = max(abs(v * scale) for v in values)
+        if largest < 1e7 and all(float(v * scale).is_integer() for v in values):  # 12000, not 1.2e+04
+            return [f"{v * scale:.0f}" for v in values]
+        digits = 1 + max(0, int(np.ceil(np.log10(largest / (spacing * scale))))) if largest else 1
+        return [f"{v * scale:.{digits}g}" for v in values]
 
 
 def debiased_ema(values: np.ndarray, weight: float, acc: float = 0.0, count: float = 0.0):
@@ -234,7 +251,7 @@ class MetricsView(QWidget):
         layout.addWidget(self._stack, 1)
 
     def _new_plot(self, key: str) -> pg.PlotWidget:
-        widget = pg.PlotWidget(background="w")
+        widget = pg.PlotWidget(background="w", axisItems={"left": CompactAxis("left")})
         widget.setMinimumHeight(PLOT_MIN_HEIGHT)
         plot = widget.getPlotItem()
         plot.setTitle(key, color=TEXT_COLOUR, size="10pt")
@@ -249,6 +266,7 @@ class MetricsView(QWidget):
             axis = plot.getAxis(name)
             axis.setPen(pg.mkPen(AXIS_PEN))
             axis.setTextPen(pg.mkPen(TEXT_COLOUR))
+        plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#868e96", style=Qt.PenStyle.DashLine))
         line.hide()
         plot.addItem(line, ignoreBounds=True)
@@ -454,9 +472,13 @@ class MetricsView(QWidget):
                 drew = True
             self._dirty.discard(name)
         if drew:
+            view = self._plots[key].getPlotItem().getViewBox()
+            largest = max((float(np.abs(self._series[name].raw).max()) for name in self._series
+                           if name[1] == key and name[0] in self._shown and len(self._series[name].raw)), default=0.0)
+            view.setLimits(minYRange=MIN_RELATIVE_Y_RANGE * largest or None)
             # Fit now rather than in pyqtgraph's prepareForPaint: a fit made during the paint
             # changes the axes and so paints the plot a second time, in the next pass.
-            self._plots[key].getPlotItem().getViewBox().updateAutoRange()
+            view.updateAutoRange()
         self._drew_in_sweep = self._drew_in_sweep or drew
         if self._dirty or self._stale:
             self._schedule(STAGGER_MS)

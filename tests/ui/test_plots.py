@@ -221,3 +221,19 @@ def test_a_new_live_run_changes_the_plots_one_per_timer_pass(view, qtbot):
         assert low == pytest.approx(-1, abs=0.1) and high == pytest.approx(51, abs=0.1)
     view.add_points(2, [(key, 1, 5.0) for key in keys])
     wait_drawn(qtbot, view, 2, keys[-1], 1)
+
+
+def test_a_tiny_drift_is_not_drawn_as_a_swing_and_small_ticks_are_labelled(view, qtbot):
+    """kl/coef moving 0.2% around 0.05 spans at least 5% of its value vertically, and a learning
+    rate of 1e-4 gets readable tick labels ("0.0001", not "0.00010" dropped for want of room)."""
+    view.set_smoothing(0)
+    view.add_points(1, [("kl/coef", step, 0.05 + 1e-4 * math.sin(step / 3)) for step in range(1, 41)])
+    view.add_points(1, [("train/lr", step, 1e-4 * step / 40) for step in range(1, 41)])
+    wait_drawn(qtbot, view, 1, "kl/coef", 40)
+    low, high = view.plot_item("kl/coef").getViewBox().viewRange()[1]
+    assert high - low >= 0.05 * 0.05 and low < 0.0499 and high > 0.0501
+    axis = view.plot_item("train/lr").getAxis("left")
+    assert axis.tickStrings([0.0, 5e-5, 1e-4], 1.0, 5e-5) == ["0", "5e-05", "0.0001"]
+    assert axis.tickStrings([0.0495, 0.05, 0.0505], 1.0, 5e-4) == ["0.0495", "0.05", "0.0505"]
+    assert axis.tickStrings([10000.0, 12000.0], 1.0, 2000.0) == ["10000", "12000"]
+    assert axis.tickStrings([0.0, 2.5, 5.0], 1.0, 2.5) == ["0", "2.5", "5"]
