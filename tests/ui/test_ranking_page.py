@@ -84,7 +84,8 @@ def test_rank_with_keys_change_a_label_and_reopen(window, tiny_project, qtbot):
     page.edit_ideal = lambda prompt, text: "I'm sorry it is late. Here is the tracking link."
     press(qtbot, page, Qt.Key.Key_E)
     assert "Saved as SFT example" in page.status.text()
-    assert "labeled" in page.progress.text() and "3 / 4" in page.progress.text()
+    assert f"3 / 4 labeled by {page.annotator}" in page.progress.text()
+    assert "labels/hour" not in page.progress.text()  # three labels make no labeling speed yet
 
     path = project.path
     window.session.shutdown()

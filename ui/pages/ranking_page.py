@@ -38,6 +38,7 @@ KEYS_HELP = ("1–{k} pick next best · = tie with previous · Enter submit (res
              "Backspace undo pick · Esc clear · S skip · ←/→ previous/next prompt · E make the best one ideal "
              "(SFT) · R new responses")
 STYLE = "QLabel#rankStatus, QLabel#rankProgress { color: #555; } QLabel#keysHelp { color: #777; }"
+MIN_LABELS_FOR_RATE = 5  # a labeling speed from fewer labels is noise
 
 
 class KeyBoard(QFrame):
@@ -110,14 +111,14 @@ class RankingPage(QWidget):
         self.strip.setMaximumHeight(40)
         self.strip.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.strip.setToolTip("Your ranking, best first. Drag to reorder.")
-        self.submit_button = QPushButton("Submit ⏎")
-        self.tie_button = QPushButton("Tie =")
-        self.undo_button = QPushButton("Undo ⌫")
-        self.all_bad_button = QPushButton("All bad 0")
-        self.skip_button = QPushButton("Skip S")
+        self.submit_button = QPushButton("Submit (⏎)")
+        self.tie_button = QPushButton("Tie (=)")
+        self.undo_button = QPushButton("Undo (⌫)")
+        self.all_bad_button = QPushButton("All bad (0)")
+        self.skip_button = QPushButton("Skip (S)")
         self.previous_button = QPushButton("← Previous")
         self.next_button = QPushButton("Next →")
-        self.regenerate_button = QPushButton("New responses R")
+        self.regenerate_button = QPushButton("New responses (R)")
         self.auto_submit = QCheckBox("Submit when all are placed")
         self.auto_submit.setChecked(True)
         self.show_scores = QCheckBox("Reward scores")
@@ -654,13 +655,13 @@ class RankingPage(QWidget):
             self.progress.setText("")
             return
         progress = RankingStore(project).progress(self.annotator)
-        parts = [f"{progress['labeled']:,} / {progress['total']:,} labeled"]
-        if progress["labels_per_hour"]:
-            parts.append(f"{progress['labels_per_hour']:.0f} labels/hour")
+        parts = [f"{progress['labeled']:,} / {progress['total']:,} labeled by {self.annotator or 'you'}"]
+        if progress["labels_per_hour"] and progress["labeled"] >= MIN_LABELS_FOR_RATE:  # one label makes no rate
+            parts.append(f"{progress['labels_per_hour']:,.0f} labels/hour")
         if self.waits:
             waits = sorted(self.waits)
             p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
-            parts.append(f"wait p95 {p95:.1f} s (median {statistics.median(waits):.1f} s)")
+            parts.append(f"waiting for responses: median {statistics.median(waits):.1f} s, 95% within {p95:.1f} s")
         ahead = len(self.queue.pending())
         if ahead:
             parts.append(f"generating {ahead} ahead")
