@@ -167,7 +167,8 @@ class MainWindow(QMainWindow):
         project, info = self.session.project, self.session.models.info
         self.project_label.setText(f"Project: {project.name}" if project else "No project")
         self.model_label.setText(f"Model: {info.name}" if info else "No model loaded")
-        self.device_label.setText(f"Device: {info.device} · {info.quantization}" if info else "")
+        weights = {"nf4": "4-bit NF4", "int8": "8-bit"}.get(info.quantization, "full precision") if info else ""
+        self.device_label.setText(f"Device: {info.device} · {weights}, {info.dtype}" if info else "")
         self.setWindowTitle(f"{project.name} — RLHF Workbench" if project else "RLHF Workbench")
         self.save_as_action.setEnabled(project is not None)
 
