@@ -70,8 +70,8 @@ def test_the_reward_rises_while_kl_stays_bounded(project, models):
     assert (project.artifacts_dir / folder / "value_head.safetensors").is_file()
 
 
-CUDA = pytest.param("cuda", "auto", marks=[pytest.mark.cuda,
-                                           pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
+CUDA = pytest.param("cuda", "auto", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
 
 
 @pytest.mark.parametrize("device,dtype", [("cpu", "auto"), ("cpu", "bfloat16"), CUDA])
