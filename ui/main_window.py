@@ -168,7 +168,7 @@ class MainWindow(QMainWindow):
         self.project_label.setText(f"Project: {project.name}" if project else "No project")
         self.model_label.setText(f"Model: {info.name}" if info else "No model loaded")
         weights = {"nf4": "4-bit NF4", "int8": "8-bit"}.get(info.quantization, "full precision") if info else ""
-        self.device_label.setText(f"Device: {info.device} · {weights}, {info.dtype}" if info else "")
+        self.device_label.setText(f"Device: {info.device} · {weights}" if info else "")
         self.setWindowTitle(f"{project.name} — RLHF Workbench" if project else "RLHF Workbench")
         self.save_as_action.setEnabled(project is not None)
 

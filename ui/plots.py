@@ -267,6 +267,7 @@ class MetricsView(QWidget):
             axis.setPen(pg.mkPen(AXIS_PEN))
             axis.setTextPen(pg.mkPen(TEXT_COLOUR))
         plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
+        self._set_tick_labels(plot, False)  # an empty plot's 0-1 ticks would read as data
         line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#868e96", style=Qt.PenStyle.DashLine))
         line.hide()
         plot.addItem(line, ignoreBounds=True)
@@ -275,6 +276,13 @@ class MetricsView(QWidget):
         proxy = pg.SignalProxy(widget.scene().sigMouseMoved, rateLimit=30, slot=slot, threadSafe=False)
         self._hover[key] = (proxy, slot)
         return widget
+
+    @staticmethod
+    def _set_tick_labels(plot: pg.PlotItem, shown: bool) -> None:
+        for name in ("left", "bottom"):
+            axis = plot.getAxis(name)
+            if axis.style["showValues"] != shown:  # a change relayouts this one plot, so only once
+                axis.setStyle(showValues=shown)
 
     def _new_curves(self, run_id: int, key: str) -> tuple[pg.PlotDataItem, pg.PlotDataItem]:
         colour = self._colours[run_id]
@@ -472,6 +480,7 @@ class MetricsView(QWidget):
                 drew = True
             self._dirty.discard(name)
         if drew:
+            self._set_tick_labels(self._plots[key].getPlotItem(), True)
             view = self._plots[key].getPlotItem().getViewBox()
             largest = max((float(np.abs(self._series[name].raw).max()) for name in self._series
                            if name[1] == key and name[0] in self._shown and len(self._series[name].raw)), default=0.0)

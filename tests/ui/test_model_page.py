@@ -19,7 +19,7 @@ def test_load_a_model_through_the_page(window, tiny_project, tiny_model_dir, qtb
     assert page.info_labels["device"].text() == "cpu"
     assert page.info_labels["has_chat_template"].text() == "yes"
     assert "tiny-llama" in window.model_label.text()
-    assert window.device_label.text() == "Device: cpu · full precision, float32"
+    assert window.device_label.text() == "Device: cpu · full precision"
     assert window.session.project.base_model == ModelSpec(kind="folder", location=str(tiny_model_dir))
 
 

@@ -26,6 +26,7 @@ from ui.run_manager import RunManager
 from ui.session import WorkbenchSession
 
 PROGRESS_KEYS = ("loss/train", "loss/validation", "train/lr")
+STEP_FORMAT = "step %v / %m"
 
 
 class RunMonitor(QWidget):
@@ -39,7 +40,7 @@ class RunMonitor(QWidget):
         self.title = QLabel("No run yet. Choose settings and press Start.")
         self.title.setObjectName("runTitle")
         self.progress = QProgressBar()
-        self.progress.setFormat("step %v / %m")
+        self.progress.setFormat("")  # no steps to count before a run: "step 0 / 1" read as a 1-step run
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.timing = QLabel("")
@@ -91,6 +92,7 @@ class RunMonitor(QWidget):
         record = RunRecord(self.runs.session.project, run_id)
         metrics = record.metrics()
         last = max((steps[-1] for steps, _ in metrics.values() if steps), default=0)
+        self.progress.setFormat(STEP_FORMAT)
         self.progress.setRange(0, max(last, 1))
         self.progress.setValue(last)
         self.plots.forget_runs()
@@ -116,6 +118,7 @@ class RunMonitor(QWidget):
         if log.total_steps and log.total_steps != self.progress.maximum():
             self.plots.set_step_range(log.total_steps)
         if log.total_steps:
+            self.progress.setFormat(STEP_FORMAT)
             self.progress.setRange(0, log.total_steps)
             self.progress.setValue(log.step)
         if log.metrics:
