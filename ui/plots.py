@@ -277,6 +277,16 @@ class MetricsView(QWidget):
         self._hover[key] = (proxy, slot)
         return widget
 
+    def _largest_finite(self, key: str) -> float:
+        """The largest |value| the shown runs have under `key`, leaving out a diverged NaN or inf."""
+        largest = 0.0
+        for (run_id, name), series in self._series.items():
+            if name == key and run_id in self._shown:
+                values = np.abs(series.raw)
+                values = values[np.isfinite(values)]
+                largest = max(largest, float(values.max())) if len(values) else largest
+        return largest
+
     @staticmethod
     def _set_tick_labels(plot: pg.PlotItem, shown: bool) -> None:
         for name in ("left", "bottom"):
@@ -482,9 +492,7 @@ class MetricsView(QWidget):
         if drew:
             self._set_tick_labels(self._plots[key].getPlotItem(), True)
             view = self._plots[key].getPlotItem().getViewBox()
-            largest = max((float(np.abs(self._series[name].raw).max()) for name in self._series
-                           if name[1] == key and name[0] in self._shown and len(self._series[name].raw)), default=0.0)
-            view.setLimits(minYRange=MIN_RELATIVE_Y_RANGE * largest or None)
+            view.setLimits(minYRange=MIN_RELATIVE_Y_RANGE * self._largest_finite(key) or None)
             # Fit now rather than in pyqtgraph's prepareForPaint: a fit made during the paint
             # changes the axes and so paints the plot a second time, in the next pass.
             view.updateAutoRange()

@@ -229,7 +229,8 @@ def test_a_tiny_drift_is_not_drawn_as_a_swing_and_small_ticks_are_labelled(view,
     view.set_smoothing(0)
     view.add_points(1, [("kl/coef", step, 0.05 + 1e-4 * math.sin(step / 3)) for step in range(1, 41)])
     view.add_points(1, [("train/lr", step, 1e-4 * step / 40) for step in range(1, 41)])
-    wait_drawn(qtbot, view, 1, "kl/coef", 40)
+    view.add_points(1, [("kl/coef", 41, math.inf), ("kl/coef", 42, math.nan)])  # a diverged step changes nothing
+    wait_drawn(qtbot, view, 1, "kl/coef", 42)
     low, high = view.plot_item("kl/coef").getViewBox().viewRange()[1]
     assert high - low >= 0.05 * 0.05 and low < 0.0499 and high > 0.0501
     axis = view.plot_item("train/lr").getAxis("left")
