@@ -23,6 +23,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.generation import SamplingSettings, chat_input_ids, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
+from workbench.train import ops
 from workbench.train.loop import adapter_for, named_adapters
 from workbench.train.ppo import HELDOUT_FILE, KIND, PpoConfig, choose_reward_model
 from workbench.train.reward import load_reward_model
@@ -182,8 +183,8 @@ def sequence_logprob(models: ModelSession, adapter: str | None, messages: list[d
         else:
             peft.set_adapter(adapter)
             logits = peft(input_ids=ids).logits
-    logits = logits[0, len(prompt) - 1:-1].float() / temperature
-    return float(torch.log_softmax(logits, -1).gather(1, answer.to(device).unsqueeze(1)).sum())
+    positions = logits[:, len(prompt) - 1:-1]  # each predicts the answer's next token
+    return float(ops.token_logprobs(positions, answer.to(device).unsqueeze(0), temperature=temperature).sum())
 
 
 def send_to_ranking(project: Project, comparison: Comparison) -> list[str]:
