@@ -332,8 +332,9 @@ class _PpoTrainer:
         rollout = self.generate(batch, device)
         generated = time.monotonic()
 
-        # 2. Log-probs of the sampled tokens under the policy (from the states generation already
-        # computed) and under the reference (one forward pass); the values.
+        # 2. Log-probs of the sampled tokens under the policy (in float32 from the states
+        # generation already computed, else a forward pass: see Rollout.states) and under the
+        # reference (one forward pass); the values.
         with torch.no_grad():
             if rollout.states is not None:
                 old_logprobs, old_values, _ = self.heads(rollout.states, rollout, value_head)
