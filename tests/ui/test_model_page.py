@@ -17,7 +17,8 @@ def test_load_a_model_through_the_page(window, tiny_project, tiny_model_dir, qtb
     qtbot.waitUntil(lambda: page.info_labels["architecture"].text() == "LlamaForCausalLM", timeout=30_000)
     assert page.load_button.isEnabled() and not page.cancel_button.isEnabled()
     assert page.info_labels["device"].text() == "cpu"
-    assert page.info_labels["has_chat_template"].text() == "yes"
+    assert page.info_labels["prompt_format"].text() == "the model's chat template"
+    assert page.info_labels["ignored_generation_defaults"].text() == "none shipped"
     assert "tiny-llama" in window.model_label.text()
     assert window.device_label.text() == "Device: cpu · full precision"
     assert window.session.project.base_model == ModelSpec(kind="folder", location=str(tiny_model_dir))

@@ -29,7 +29,8 @@ OPTION_LABELS = {
 INFO_ROWS = [
     ("name", "Model"), ("architecture", "Architecture"), ("parameters", "Parameters"),
     ("memory_bytes", "Memory used"), ("device", "Device"), ("quantization", "Quantization"),
-    ("dtype", "Dtype"), ("has_chat_template", "Chat template"), ("context_length", "Context length"),
+    ("dtype", "Dtype"), ("prompt_format", "Prompt format"),
+    ("ignored_generation_defaults", "Model's sampling defaults"), ("context_length", "Context length"),
     ("vocab_size", "Vocabulary"), ("load_seconds", "Load time"),
 ]
 
@@ -97,6 +98,7 @@ class ModelPage(QWidget):
         for key, label in INFO_ROWS:
             value = QLabel("—")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setWordWrap(True)  # the prompt format and sampling defaults run long
             self.info_labels[key] = value
             info_form.addRow(label, value)
 
@@ -205,8 +207,9 @@ class ModelPage(QWidget):
             return human_count(value)
         if key == "memory_bytes":
             return human_bytes(value)
-        if key == "has_chat_template":
-            return "yes" if value else "no (plain text prompts)"
+        if key == "ignored_generation_defaults":
+            # Every generation uses the workbench's own settings (models/generation.sampling_config).
+            return f"not applied: {value}" if value else "none shipped"
         if key == "load_seconds":
             return f"{value:.1f} s"
         if key in ("context_length", "vocab_size"):

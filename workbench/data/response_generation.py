@@ -18,6 +18,7 @@ from pathlib import Path
 from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.errors import WorkbenchError
+from workbench.models import chat_format
 from workbench.models.generation import SamplingSettings, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
@@ -113,6 +114,10 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
                                     repetition_penalty=config.repetition_penalty, seed=seed)
         last, batch_uid = None, uuid.uuid4().hex
         with models.hold("generating responses"):
+            try:
+                chat_format.prompt_ids(models.tokenizer, messages)
+            except chat_format.TemplateRefused as error:
+                raise WorkbenchError(f"Prompt {prompt_id}: {error}. Edit the prompt on the Rank page.") from error
             for name in set(sources) - {BASE}:
                 models.load_adapter(name, known[name])
             model, adapter_names = _model_for(models, sources)

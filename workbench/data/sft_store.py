@@ -141,8 +141,13 @@ class SftStore:
 
     def all_messages(self) -> Iterator[list[dict]]:
         """Every example in id order (for training and export)."""
-        for (text,) in self.project.query("SELECT messages FROM sft_examples ORDER BY id"):
-            yield json.loads(text)
+        for _, messages in self.numbered_messages():
+            yield messages
+
+    def numbered_messages(self) -> Iterator[tuple[int, list[dict]]]:
+        """(id, messages) of every example in id order."""
+        for example_id, text in self.project.query("SELECT id, messages FROM sft_examples ORDER BY id"):
+            yield example_id, json.loads(text)
 
     def stored(self, ids: Iterable[int]) -> list[StoredExample]:
         return [StoredExample(row[0], json.loads(row[1]), row[2], row[3], row[4])

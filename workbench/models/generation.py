@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
 from workbench.errors import WorkbenchError
+from workbench.models import chat_format
 from workbench.progress import TextChunk
 
 
@@ -25,18 +26,63 @@ class SamplingSettings:
 
 
 def chat_input_ids(tokenizer, messages: list[dict]):
-    """Token ids of `messages` after the chat template, ready for the assistant's reply."""
-    if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
-        return encoded["input_ids"]
-    # No template: plain concatenation, which base models continue reasonably.
-    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-    return tokenizer(text, return_tensors="pt")["input_ids"]
+    """Token ids of `messages` in the one prompt format, ready for the assistant's reply (1 x n)."""
+    import torch
+
+    return torch.tensor([chat_format.prompt_ids(tokenizer, messages)], dtype=torch.long)
+
+
+# What a checkpoint's generation_config.json may set that changes which tokens are sampled. Each
+# is pinned to its neutral value by `sampling_config`, so none is inherited from the model.
+NEUTRAL_SAMPLING = dict(
+    num_beams=1, num_beam_groups=1, penalty_alpha=None, min_length=0, min_new_tokens=0, typical_p=1.0,
+    epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, bad_words_ids=None, force_words_ids=None,
+    renormalize_logits=False, forced_bos_token_id=None, forced_eos_token_id=None, remove_invalid_values=False,
+    exponential_decay_length_penalty=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
+    token_healing=False, guidance_scale=None, watermarking_config=None, length_penalty=1.0, diversity_penalty=0.0,
+    dola_layers=None, low_memory=None, stop_strings=None, max_length=None, max_time=None,
+)
+
+
+def sampling_config(settings: SamplingSettings, stop_ids: set[int], pad_token_id: int):
+    """The complete GenerationConfig of one call, from our settings alone.
+
+    transformers fills every field a call leaves unset from the model's generation_config.json
+    (Qwen2.5-Instruct's repetition_penalty 1.05, top_k 20 elsewhere, min_p, no_repeat_ngram_size),
+    so each field that shapes the distribution is set here. `ModelSession.load` also strips
+    the model's own defaults to its token ids, for the fields whose neutral value is None."""
+    from transformers import GenerationConfig
+
+    sampling = settings.temperature > 0
+    fields = {key: value for key, value in NEUTRAL_SAMPLING.items() if hasattr(GenerationConfig(), key)}
+    return GenerationConfig(
+        **fields, max_new_tokens=settings.max_new_tokens, do_sample=sampling,
+        temperature=settings.temperature if sampling else 1.0, top_p=settings.top_p if sampling else 1.0,
+        top_k=settings.top_k if sampling else 0, repetition_penalty=settings.repetition_penalty,
+        eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id, use_cache=True,
+        num_return_sequences=1, output_scores=False, return_dict_in_generate=False)
+
+
+def strip_generation_defaults(model) -> dict:
+    """Replace the model's generation_config with one holding only its token ids, so no call can
+    inherit its sampling defaults; returns the sampling values it shipped (for the Model page)."""
+    from transformers import GenerationConfig
+
+    shipped = model.generation_config
+    defaults = GenerationConfig._get_default_generation_params()
+    suggested = {key: value for key, value in shipped.to_diff_dict().items()
+                 if key in defaults or key in NEUTRAL_SAMPLING or key == "max_new_tokens"}
+    suggested = {key: value for key, value in suggested.items()
+                 if value is not None and value != defaults.get(key, NEUTRAL_SAMPLING.get(key))}
+    model.generation_config = GenerationConfig(
+        **{key: getattr(shipped, key, None) for key in
+           ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")})
+    return suggested
 
 
 def generate_kwargs(input_ids, settings: SamplingSettings, streamer, should_stop: Callable[[], bool],
-                    pad_token_id) -> dict:
+                    stop_ids: set[int], pad_token_id: int) -> dict:
     """`model.generate` arguments for sampling settings, with a stop the caller can trigger."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -45,14 +91,9 @@ def generate_kwargs(input_ids, settings: SamplingSettings, streamer, should_stop
         def __call__(self, input_ids, scores, **kwargs):
             return should_stop()
 
-    sampling = settings.temperature > 0
-    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                  max_new_tokens=settings.max_new_tokens, do_sample=sampling,
-                  repetition_penalty=settings.repetition_penalty, streamer=streamer,
-                  stopping_criteria=StoppingCriteriaList([StopWhenAsked()]), pad_token_id=pad_token_id)
-    if sampling:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    return kwargs
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                generation_config=sampling_config(settings, stop_ids, pad_token_id),
+                stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))
 
 
 def start_generate(model, kwargs: dict, seed: int | None,
@@ -99,7 +140,8 @@ def stream_chat(model, tokenizer, messages: list[dict], settings: SamplingSettin
     input_ids = chat_input_ids(tokenizer, messages).to(model.device)
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=0.1)
-    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, tokenizer.pad_token_id)
+    stop_ids = stop_token_ids(model, tokenizer)
+    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, stop_ids, pad_token_id(tokenizer, stop_ids))
     thread, failure = start_generate(model, kwargs, settings.seed, streamer.end)
     while True:
         try:
@@ -155,12 +197,16 @@ class _BatchStreamer:
         self.changed.set()
 
 
-def eos_token_ids(model, tokenizer) -> set[int]:
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Tokens that end a reply: the model's EOS ids, the tokenizer's, and the end-of-turn token
+    its chat template writes after a reply."""
     ids = getattr(model.generation_config, "eos_token_id", None)
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
+    return ids | chat_format.end_of_turn_ids(tokenizer)
+
+
+def pad_token_id(tokenizer, stop_ids: set[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
 
 
 def stream_batch(model, tokenizer, messages: list[dict], rows: int, settings: SamplingSettings,
@@ -172,10 +218,9 @@ def stream_batch(model, tokenizer, messages: list[dict], rows: int, settings: Sa
     if model is None:
         raise WorkbenchError("No model is loaded. Load one on the Model page first.")
     input_ids = chat_input_ids(tokenizer, messages).to(model.device).repeat(rows, 1)
-    streamer = _BatchStreamer(rows, eos_token_ids(model, tokenizer))
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(streamer.eos_ids), 0)
-    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, pad)
+    stop_ids = stop_token_ids(model, tokenizer)
+    streamer = _BatchStreamer(rows, stop_ids)
+    kwargs = generate_kwargs(input_ids, settings, streamer, should_stop, stop_ids, pad_token_id(tokenizer, stop_ids))
     if adapter_names is not None:
         kwargs["adapter_names"] = list(adapter_names)
 

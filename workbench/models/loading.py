@@ -19,6 +19,8 @@ from typing import Any
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
 from workbench.config import ModelSpec
 from workbench.errors import Cancelled, ModelLoadError
+from workbench.models import chat_format
+from workbench.models.generation import strip_generation_defaults
 from workbench.models.sources import ResolvedSource, resolve
 from workbench.progress import Progress
 
@@ -35,6 +37,10 @@ class ModelInfo:
     quantization: str
     dtype: str
     has_chat_template: bool
+    prompt_format: str
+    """Which prompt format every path uses (chat_format.describe)."""
+    ignored_generation_defaults: str
+    """What the model's generation_config.json suggests for sampling, which we never apply."""
     context_length: int | None
     vocab_size: int
     load_seconds: float
@@ -101,7 +107,8 @@ def keep_4bit_layers_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def describe(model, tokenizer, spec: ModelSpec, device: str, quantization: str, seconds: float) -> ModelInfo:
+def describe(model, tokenizer, spec: ModelSpec, device: str, quantization: str, seconds: float,
+             shipped_defaults: dict) -> ModelInfo:
     config = model.config
     architectures = getattr(config, "architectures", None) or [type(model).__name__]
     return ModelInfo(
@@ -113,6 +120,8 @@ def describe(model, tokenizer, spec: ModelSpec, device: str, quantization: str, 
         quantization=quantization,
         dtype=str(model.dtype).removeprefix("torch."),
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        prompt_format=chat_format.describe(tokenizer),
+        ignored_generation_defaults=", ".join(f"{key} {value}" for key, value in sorted(shipped_defaults.items())),
         context_length=getattr(config, "max_position_embeddings", None),
         vocab_size=len(tokenizer),
         load_seconds=round(seconds, 2),
@@ -210,6 +219,7 @@ class ModelSession:
             if quantization == "nf4" and device == "cpu":
                 keep_4bit_layers_differentiable(model)
             model.eval()
+            shipped_defaults = strip_generation_defaults(model)
             check_stop()
         except Cancelled:
             del model, tokenizer
@@ -219,7 +229,7 @@ class ModelSession:
             del model, tokenizer
             free_memory()
             raise _explain(error, source.folder) from error
-        info = describe(model, tokenizer, spec, device, quantization, time.monotonic() - started)
+        info = describe(model, tokenizer, spec, device, quantization, time.monotonic() - started, shipped_defaults)
         self.unload()
         self.model, self.tokenizer, self.spec, self.info = model, tokenizer, spec, info
         yield Progress(f"Loaded {info.name} in {info.load_seconds:.1f} s.", 1.0, {"info": info.to_dict()})

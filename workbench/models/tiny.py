@@ -24,18 +24,31 @@ CORPUS = [
 ]
 
 
-def make_tiny_tokenizer(vocab_size: int = 400):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def make_tokenizer(special_tokens: list[str], vocab_size: int = 400, add_bos: str | None = None,
+                   corpus: list[str] = CORPUS, **roles):
+    """A byte-level BPE trained on `corpus`, with `special_tokens` first in its vocabulary.
+    `roles`: eos_token, pad_token, bos_token, unk_token (None: the tokenizer has none).
+    `add_bos`: a token the tokenizer puts in front of every text it encodes with special
+    tokens (as Llama 3's and Gemma's do), on top of any the chat template writes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    core.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", bos_token=None)
+    core.train_from_iterator(corpus * 4, trainer=trainer)
+    if add_bos:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{add_bos} $A", pair=f"{add_bos} $A {add_bos} $B",
+            special_tokens=[(add_bos, core.token_to_id(add_bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=core, **{key: value for key, value in roles.items()})
+
+
+def make_tiny_tokenizer(vocab_size: int = 400):
+    tokenizer = make_tokenizer(SPECIAL_TOKENS, vocab_size, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               bos_token=None)
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
 from workbench.data.prompts import PromptStore
-from workbench.models.generation import chat_input_ids, eos_token_ids
+from workbench.models.chat_format import TemplateRefused, prompt_ids as chat_prompt_ids
+from workbench.models.generation import SamplingSettings, pad_token_id, sampling_config, stop_token_ids
 from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train import ops
@@ -88,9 +89,10 @@ class PpoConfig(LoraTrainingConfig):
     max_new_tokens: int = 64
     """Longest response in tokens."""
     temperature: float = 1.0
-    """Sampling temperature of the rollouts (1 samples from the policy itself)."""
-    top_p: float = 1.0
-    """Nucleus sampling of the rollouts (1 turns it off)."""
+    """Sampling temperature of the rollouts (1 samples from the policy itself). Rollouts are
+    sampled from the whole distribution at this temperature, nothing else: no top-p/top-k cut
+    and none of the model's generation defaults, so the log-probs and KL describe exactly the
+    distribution the tokens were drawn from."""
     kl_coef: float = 0.05
     """Initial KL penalty coefficient beta."""
     kl_target: float = 6.0
@@ -204,6 +206,13 @@ def train_ppo(project: Project, models: ModelSession, config: PpoConfig | None =
                                                           reward_fn).run(control))
 
 
+def rollout_sampling(config: PpoConfig, seed: int | None = None) -> SamplingSettings:
+    """How rollouts (and "Did it work?"'s answers) are sampled: the whole distribution at the
+    temperature, nothing else (see PpoConfig.temperature)."""
+    return SamplingSettings(temperature=config.temperature, top_p=1.0, top_k=0,
+                            max_new_tokens=config.max_new_tokens, repetition_penalty=1.0, seed=seed)
+
+
 def memory_advice(config: PpoConfig) -> str:
     return (f"Lower batch_size (now {config.batch_size}), micro_batch_size (now {config.micro_batch_size}) or "
             f"max_new_tokens (now {config.max_new_tokens}), turn on gradient checkpointing, or load the base "
@@ -216,7 +225,8 @@ class _PpoTrainer:
         self.project, self.models, self.config, self.record, self.name = project, models, config, record, name
         self.reward_fn = reward_fn
         self.tokenizer = models.tokenizer
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.stop_ids = stop_token_ids(models.model, self.tokenizer)
+        self.pad = pad_token_id(self.tokenizer, self.stop_ids)
         self.reference: str | None = None   # adapter name, None for the plain base
         self.reward_model = None
 
@@ -235,7 +245,13 @@ class _PpoTrainer:
             (folder / TRAIN_FILE).write_text(json.dumps(train))
         if not train:
             raise TrainingError("There are no prompts to train on: add some on the Rank page.")
-        return [store.messages(prompt_id) for prompt_id in train]
+        prompts = [store.messages(prompt_id) for prompt_id in train]
+        for prompt_id, messages in zip(train, prompts):  # a refused prompt now, not mid-run
+            try:
+                chat_prompt_ids(self.tokenizer, messages)
+            except TemplateRefused as error:
+                raise TrainingError(f"Prompt {prompt_id}: {error}. Edit or delete it on the Rank page.") from error
+        return prompts
 
     def setup(self):
         """Policy (from the SFT adapter or fresh), reference, reward model and value head."""
@@ -463,7 +479,7 @@ class _PpoTrainer:
         import torch
 
         cfg = self.config
-        encoded = [chat_input_ids(self.tokenizer, m)[0][-cfg.max_length:].tolist() for m in batch]
+        encoded = [chat_prompt_ids(self.tokenizer, m)[-cfg.max_length:] for m in batch]
         width = max(len(ids) for ids in encoded)
         prompt_ids = torch.full((len(encoded), width), self.pad, dtype=torch.long)
         prompt_mask = torch.zeros_like(prompt_ids)
@@ -482,15 +498,14 @@ class _PpoTrainer:
         try:
             with torch.no_grad():
                 sequences = self.models.peft.generate(
-                    input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=cfg.max_new_tokens,
-                    do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                    pad_token_id=self.pad)
+                    input_ids=prompt_ids, attention_mask=prompt_mask,
+                    generation_config=sampling_config(rollout_sampling(cfg), self.stop_ids, self.pad))
         finally:
             if hook is not None:
                 hook.remove()
         responses = sequences[:, width:]
         eos = torch.zeros_like(responses, dtype=torch.bool)
-        for token in eos_token_ids(self.models.model, self.tokenizer):
+        for token in self.stop_ids:
             eos |= responses == token
         has_eos = eos.any(1)
         # 1 up to and including the first EOS; everything after it is padding.
@@ -529,7 +544,7 @@ class _PpoTrainer:
         import torch
 
         # Divided by the sampling temperature (in fp32): the distribution the tokens were drawn from.
-        logits = self.models.peft.get_base_model().get_output_embeddings()(states)
+        logits = self.lm_logits(states)
         tokens = rollout.input_ids[:, rollout.prompt_length:]
         temperature = self.config.temperature
         logprobs = ops.token_logprobs(logits, tokens, temperature=temperature)
@@ -539,6 +554,16 @@ class _PpoTrainer:
             with torch.no_grad():
                 entropy = ops.entropy_from_logits(logits, temperature=temperature)
         return logprobs, values, entropy
+
+    def lm_logits(self, states):
+        """The LM head's logits as the model's own forward gives them: Gemma 2 soft-caps them
+        (cap · tanh(logits / cap)) after the head, and generate() samples from the capped ones."""
+        import torch
+
+        model = self.models.peft.get_base_model()
+        logits = model.get_output_embeddings()(states)
+        cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def backbone(self):
         """The transformer without its LM head (LlamaModel and the like)."""

@@ -20,12 +20,12 @@ from pathlib import Path
 from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.errors import WorkbenchError
-from workbench.models.generation import SamplingSettings, chat_input_ids, stream_batch
+from workbench.models.generation import chat_input_ids, stream_batch
 from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train import ops
 from workbench.train.loop import adapter_for, named_adapters
-from workbench.train.ppo import HELDOUT_FILE, KIND, PpoConfig, choose_reward_model
+from workbench.train.ppo import HELDOUT_FILE, KIND, PpoConfig, choose_reward_model, rollout_sampling
 from workbench.train.reward import load_reward_model
 from workbench.train.reward_eval import wilson_interval
 from workbench.train.runs import RunRecord, finished_adapters
@@ -142,9 +142,7 @@ def compare_policy(project: Project, models: ModelSession, run_id: int, answers_
                 return
             yield f"Answering held-out prompt {index + 1} of {len(prompt_ids)}..."
             messages = store.messages(prompt_id)
-            settings = SamplingSettings(temperature=config.temperature, top_p=config.top_p, top_k=0,
-                                        max_new_tokens=config.max_new_tokens, repetition_penalty=1.0,
-                                        seed=config.seed * 7919 + prompt_id)
+            settings = rollout_sampling(config, seed=config.seed * 7919 + prompt_id)
             models.peft.eval()
             texts = None
             for update in stream_batch(models.peft, models.tokenizer, messages, 2 * n, settings, rows, should_stop):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench.models.chat_format import TemplateRefused
 from workbench.models.loading import ModelSession
 from workbench.paths import write_atomically
 from workbench.project import Project
@@ -179,6 +180,15 @@ class _RewardTrainer:
         if not pairs:
             raise TrainingError("There are no preference pairs: rank some responses on the Rank page (ties and "
                                 "\"all bad\" give no pairs), or import preference data.")
+        checked: set[int] = set()
+        for pair in pairs:  # a conversation the template refuses stops us now, not mid-run
+            if pair.prompt_id not in checked:
+                checked.add(pair.prompt_id)
+                try:
+                    conversation_ids(self.tokenizer, pair.messages, pair.chosen, self.config.max_length)
+                except TemplateRefused as error:
+                    raise TrainingError(f"Prompt {pair.prompt_id}: {error}. Edit the prompt, or leave its "
+                                        "rankings out.") from error
         train, validation = split_by_prompt(pairs, self.config.validation_fraction, self.config.seed)
         if not train:
             raise TrainingError("Every prompt went to validation; lower validation_fraction or rank more prompts.")

@@ -16,7 +16,7 @@ from workbench.data.preferences import ranking_to_pairs
 from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.project import Project
-from workbench.train.sft_data import render
+from workbench.models import chat_format
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ def split_by_prompt(pairs: list[PairExample], fraction: float, seed: int) -> tup
 def conversation_ids(tokenizer, messages: list[dict], reply: str, max_length: int) -> list[int]:
     """Token ids of the prompt and reply after the chat template. Too long: the start of the
     prompt is cut, never the reply's end, where the score is read."""
-    text = render(tokenizer, [*messages, {"role": "assistant", "content": reply}])
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids[-max_length:]
+    return chat_format.conversation_ids(tokenizer, messages, reply)[-max_length:]
 
 
 def pad_right(sequences: list[list[int]], pad_id: int):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
 from workbench.data.sft_store import SftStore
+from workbench.models.chat_format import TemplateRefused, render
 from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train.lora_settings import LoraTrainingConfig
@@ -76,7 +77,14 @@ class _Trainer:
                 row = json.loads(line)
                 (train if row["split"] == "train" else validation).append(row["messages"])
             return train, validation
-        usable = [m for m in SftStore(self.project).all_messages() if _is_trainable(m)]
+        numbered = [(i, m) for i, m in SftStore(self.project).numbered_messages() if _is_trainable(m)]
+        for example_id, messages in numbered:  # a conversation the template refuses stops us now, not mid-run
+            try:
+                render(self.tokenizer, messages)
+            except TemplateRefused as error:
+                raise TrainingError(f"SFT example {example_id}: {error}. Edit or delete it on the SFT data "
+                                    "page.") from error
+        usable = [m for _, m in numbered]
         if not usable:
             raise TrainingError("There are no usable SFT examples (each needs a non-empty assistant "
                                 "reply). Add or import examples on the SFT data page.")

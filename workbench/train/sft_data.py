@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workbench.models.chat_format import render
+
 IGNORE = -100  # the label value that torch's cross-entropy skips
 
-# For tokenizers that ship without a chat template (plain base models): ChatML, widely used.
-FALLBACK_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -28,14 +25,6 @@ class TokenizedExample:
     @property
     def trainable_tokens(self) -> int:
         return sum(label != IGNORE for label in self.labels)
-
-
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    template = None if getattr(tokenizer, "chat_template", None) else FALLBACK_TEMPLATE
-    if not messages and not add_generation_prompt:
-        return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template,
-                                         add_generation_prompt=add_generation_prompt)
 
 
 def reply_spans(tokenizer, messages: list[dict], text: str) -> list[tuple[int, int]]:
