@@ -51,7 +51,8 @@ def _apply(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
                                              add_generation_prompt=add_generation_prompt,
                                              date_string=FIXED_DATE)
     except TemplateError as error:
-        raise TemplateRefused(f"the model's chat template refuses this conversation: {error}") from error
+        reason = str(error).rstrip(". ")  # callers go on with a sentence of their own
+        raise TemplateRefused(f"the model's chat template refuses this conversation: {reason}") from error
 
 
 def fold_system(messages: list[dict]) -> list[dict]:
