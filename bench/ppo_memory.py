@@ -32,7 +32,7 @@ from workbench.models.loading import ModelSession  # noqa: E402
 from workbench.models.tiny import make_tiny_tokenizer  # noqa: E402
 from workbench.project import Project  # noqa: E402
 from workbench.train.ppo import PpoConfig, train_ppo  # noqa: E402
-from workbench.train.ppo_memory import GIB, ModelShape, estimate_ppo_memory  # noqa: E402
+from workbench.train.memory import GIB, ModelShape, estimate_ppo_memory  # noqa: E402
 
 SHAPES = {
     "llama-2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -35,7 +35,7 @@ case "$step" in
         # Core tests only: the device has no Qt (and no pytest-qt). The CUDA-marked ones, then
         # the activation calibration, which runs on CUDA (bf16, its attention kernels) there.
         python3 -m pytest -q -m cuda tests/core 2>&1 | tee -a "$log"
-        python3 -m pytest -q tests/core/test_ppo_memory.py 2>&1 | tee -a "$log" ;;
+        python3 -m pytest -q tests/core/test_memory.py 2>&1 | tee -a "$log" ;;
     memory)
         python3 bench/ppo_memory.py 2>&1 | tee -a "$log"
         python3 bench/ppo_memory.py --checkpointing 2>&1 | tee -a "$log" ;;

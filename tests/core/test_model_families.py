@@ -197,6 +197,11 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
                 app_logits = model(input_ids=ids).logits
         with torch.no_grad():
             assert torch.allclose(plain(input_ids=ids).logits, app_logits, atol=1e-4)
+        # Its tokenizer prompts it with our text: the policy's prompt is the same string there too.
+        policy_tokenizer = AutoTokenizer.from_pretrained(policy_out)
+        asked = policy_tokenizer.apply_chat_template(chat_format.fold_system(messages) if folds else messages,
+                                                     tokenize=False, add_generation_prompt=True)
+        assert asked == chat_format.render(tokenizer, messages, add_generation_prompt=True)
         row["export policy"] = "pass"
     project.close()
 

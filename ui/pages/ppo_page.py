@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from workbench.train.loop import named_adapters
 from workbench.train.ppo import METRIC_KEYS, SAMPLES_FILE, PpoConfig
 from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
-from workbench.train.ppo_memory import estimate_for_session
+from workbench.train.memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
 from workbench.train.runs import RunRecord
 from ui.pages.train_page import RunMonitor, RunSettings, lay_out_run_page

@@ -35,7 +35,7 @@ def chat_input_ids(tokenizer, messages: list[dict]):
 # What a checkpoint's generation_config.json may set that changes which tokens are sampled. Each
 # is pinned to its neutral value by `sampling_config`, so none is inherited from the model.
 NEUTRAL_SAMPLING = dict(
-    num_beams=1, num_beam_groups=1, penalty_alpha=None, min_length=0, min_new_tokens=0, typical_p=1.0,
+    num_beams=1, num_beam_groups=1, penalty_alpha=None, min_length=0, typical_p=1.0,
     epsilon_cutoff=0.0, eta_cutoff=0.0, min_p=None, top_h=None, no_repeat_ngram_size=0,
     encoder_no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, bad_words_ids=None, force_words_ids=None,
     renormalize_logits=False, forced_bos_token_id=None, forced_eos_token_id=None, remove_invalid_values=False,
@@ -59,7 +59,9 @@ def sampling_config(settings: SamplingSettings, stop_ids: set[int], pad_token_id
     return GenerationConfig(
         **fields, max_new_tokens=settings.max_new_tokens, do_sample=sampling,
         temperature=settings.temperature if sampling else 1.0, top_p=settings.top_p if sampling else 1.0,
-        top_k=settings.top_k if sampling else 0, repetition_penalty=settings.repetition_penalty,
+        # Greedy decoding applies no warper; these are transformers' own defaults, which it does
+        # not flag as "set but unused" as it would any other value.
+        top_k=settings.top_k if sampling else 50, repetition_penalty=settings.repetition_penalty,
         eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id, use_cache=True,
         num_return_sequences=1, output_scores=False, return_dict_in_generate=False)
 

@@ -1,5 +1,7 @@
 """Export a trained PPO policy: its LoRA adapter folder, which plain peft loads onto the base
-(`PeftModel.from_pretrained(base, folder)`), plus `policy.json` saying what made it."""
+(`PeftModel.from_pretrained(base, folder)`), plus `policy.json` saying what made it, and the
+base's tokenizer carrying the prompt format the policy was trained with
+(`chat_format.portable_template`), so other tools prompt it with exactly our text."""
 
 from __future__ import annotations
 
@@ -29,10 +31,31 @@ def export_policy(project: Project, run_id: int | None, out: Path) -> int:
     if out.exists():
         raise WorkbenchError(f"{out} already exists; choose a new folder.")
     shutil.copytree(adapter, out, ignore=shutil.ignore_patterns(VALUE_HEAD))
+    tokenizer_note = save_tokenizer(project, out)
     record = RunRecord(project, run_id)
     (out / "policy.json").write_text(json.dumps({
         "run": run_id, "base_model": project.base_model.display_name if project.base_model else "",
         "reference": record.config.get("init_adapter") or "base", "config": record.config,
-        "how_to_load": "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), this_folder)"},
-        indent=2))
+        "how_to_load": "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), this_folder)",
+        "tokenizer": tokenizer_note}, indent=2))
     return run_id
+
+
+def save_tokenizer(project: Project, out: Path) -> str:
+    """The base's tokenizer with our prompt format into `out`; says what was done, for policy.json."""
+    from transformers import AutoTokenizer
+
+    from workbench.models import chat_format
+    from workbench.models.sources import ResolvedSource, resolve
+
+    if project.base_model is None:
+        return "not included: the project names no base model"
+    try:
+        source = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1]
+        tokenizer = AutoTokenizer.from_pretrained(source.folder, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - the adapter is exported all the same
+        return f"not included: the base model could not be read here ({str(error).splitlines()[0]})"
+    note = f"included; prompt format: {chat_format.describe(tokenizer)}"
+    tokenizer.chat_template = chat_format.portable_template(tokenizer)
+    tokenizer.save_pretrained(str(out))
+    return note

@@ -40,6 +40,7 @@ from workbench.train.loop import (
     adapter_for, between_steps, named_adapters, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
     run_training, save_adapter, save_checkpoint, train_adapter,
 )
+from workbench.train.memory import check_fits, estimate_for_session
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 
 KIND = "ppo"
@@ -296,6 +297,8 @@ class _PpoTrainer:
 
         cfg, record = self.config, self.record
         prompts = self.prompts()
+        check_fits(estimate_for_session(self.models, cfg), next(self.models.model.parameters()).device,
+                   memory_advice(cfg))  # a run that cannot fit says so before it starts
         torch.manual_seed(cfg.seed)
         value_head, device = self.setup()
         params = [p for p in self.models.peft.parameters() if p.requires_grad] + list(value_head.parameters())

@@ -31,6 +31,7 @@ from workbench.train.loop import (
     adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite,
     optimizer_and_schedule, restore_checkpoint, run_training, save_adapter, save_checkpoint, train_adapter,
 )
+from workbench.train.memory import ModelShape, check_fits, estimate_sft_memory, session_quantization
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 from workbench.train.sft_data import TokenizedExample, collate, predicted_tokens, tokenize_example
 
@@ -127,7 +128,12 @@ class _Trainer:
         record.log(f"{len(train)} training and {len(validation)} validation examples; {total} steps "
                    f"of {cfg.batch_size} x {cfg.grad_accum} examples.")
 
-        # 1. The adapter, the optimizer and the schedule; restored from a checkpoint when resuming.
+        # 1. A run that cannot fit says so now; then the adapter, the optimizer and the schedule,
+        #    restored from a checkpoint when resuming.
+        base = self.models.model
+        longest = max(len(t.input_ids) for t in train + validation)
+        check_fits(estimate_sft_memory(ModelShape.from_model(base), cfg, longest, *session_quantization(base)),
+                   next(base.parameters()).device, memory_advice(cfg))
         torch.manual_seed(cfg.seed)
         model = train_adapter(self.models, self.name, cfg)
         model.train()

@@ -7,8 +7,8 @@ import torch
 from workbench.data.prompts import PromptStore
 from workbench.models.tiny import make_tiny_tokenizer
 from workbench.project import Project
-from workbench.train.ppo import PpoConfig, Rollout, _PpoTrainer
-from workbench.train.ppo_memory import GIB, ModelShape, estimate_for_session, estimate_ppo_memory
+from workbench.train.memory import GIB, ModelShape, estimate_for_session, estimate_ppo_memory
+from workbench.train.ppo import PpoConfig, Rollout, _PpoTrainer, train_ppo
 from workbench.train.runs import RunRecord
 
 from .conftest import loaded
@@ -93,3 +93,41 @@ def test_memory_estimate_at_7b_shapes():
 def test_memory_estimate_for_the_loaded_model(models):
     estimate = estimate_for_session(models, PpoConfig())
     assert estimate is not None and 0 < estimate.total < GIB
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral", "gemma2", "phi3", "gpt2"])
+def test_the_shape_counts_each_familys_real_layers(family, tmp_path):
+    """Phi-3's fused qkv_proj and gate_up_proj, GPT-2's Conv1D layers, Gemma's head size: the
+    shape read from the loaded model counts the base's linear weights and the LoRA parameters
+    of an all-linear adapter exactly as they are."""
+    from workbench.train.loop import train_adapter
+    from workbench.train.sft import SftConfig
+
+    from .families import FAMILIES
+
+    models = loaded(FAMILIES[family](tmp_path / family).location)
+    shape = ModelShape.from_model(models.model)
+    embeddings = {id(m.weight) for m in (models.model.get_input_embeddings(), models.model.get_output_embeddings())}
+    linear = sum(p.numel() for name, p in models.model.named_parameters()
+                 if p.dim() == 2 and id(p) not in embeddings and "wpe" not in name)  # GPT-2's position table
+    assert shape.linear_params() == linear
+    peft = train_adapter(models, "sft-check", SftConfig(lora_rank=8))
+    assert shape.lora_params(8) == sum(p.numel() for p in peft.parameters() if p.requires_grad)
+
+
+def test_a_run_that_will_not_fit_is_refused_before_it_starts(tmp_path, tiny_model_dir, models, monkeypatch):
+    from workbench.data.sft_store import SftStore
+    from workbench.train.runs import TrainingError
+    from workbench.train.sft import SftConfig, train_sft
+
+    project = Project.create(tmp_path / "p")
+    SftStore(project).add([{"role": "user", "content": "Where is it?"}, {"role": "assistant", "content": "Here."}])
+    PromptStore(project).add("Where is my parcel?")
+    monkeypatch.setattr("workbench.train.memory.free_memory_bytes", lambda device: 1024)
+    with pytest.raises(TrainingError, match=r"This run will not fit: .* needs about .* and 0\.0 GiB is available in "
+                                            r"RAM\. Lower batch_size"):
+        list(train_sft(project, models, SftConfig(max_steps=1)))
+    with pytest.raises(TrainingError, match="This run will not fit"):
+        list(train_ppo(project, models, PpoConfig(max_steps=1), reward_fn=lambda p, t: [0.0] * len(t)))
+    assert [status for (status,) in project.query("SELECT status FROM runs")] == ["failed", "failed"]
+    assert not models.adapters  # refused before any adapter was made
