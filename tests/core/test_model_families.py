@@ -77,11 +77,12 @@ def assert_nothing_inherited(config, temperature: float, top_k: int, top_p: floa
     assert config.min_p is None and config.no_repeat_ngram_size == 0 and config.typical_p == 1.0
 
 
-@pytest.mark.parametrize("quantization", ["none", "nf4"], ids=["full", "4bit"])
-@pytest.mark.parametrize("family", list(FAMILIES))
+# Every family in full precision; two also with a 4-bit NF4 base (bitsandbytes on the CPU).
+RUNS = [(family, "none") for family in FAMILIES] + [("llama3", "nf4"), ("qwen2", "nf4")]
+
+
+@pytest.mark.parametrize("family,quantization", RUNS, ids=[f"{f}-{'4bit' if q == 'nf4' else 'full'}" for f, q in RUNS])
 def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypatch, calls):
-    if quantization == "nf4" and family not in ("llama3", "qwen2"):
-        pytest.skip("4-bit runs on two families (bitsandbytes on the CPU is slow)")
     row = MATRIX.setdefault(f"{family} ({'4-bit' if quantization == 'nf4' else 'full'})", {})
     spec = replace(build(family, tmp_path, monkeypatch), quantization=quantization)
     project = Project.create(tmp_path / "p.rlhf")
@@ -156,53 +157,56 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
         tuple(chat_format.prompt_ids(tokenizer, prompts.messages(p))) for p in prompt_ids}
 
     # The exported reward model, scored through its own tokenizer and chat template, as a user would.
-    if quantization == "none":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    # Exports are full precision: from a 4-bit base in the app they differ by the quantization error.
+    exact = quantization == "none"
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        [(run_id, folder)] = reward_runs(project)
-        out = export_reward_model(project.base_model, folder, tmp_path / "rm-export")
-        chats = [(prompts.messages(p), text) for p in prompt_ids[:3]
-                 for text in ("I'm sorry, I will help.", "the quick brown fox", reply)]
-        with models.hold("scoring"):
-            ours = load_reward_model(models, folder, f"rm-run-{run_id}").score(chats)
-        their_tokenizer = AutoTokenizer.from_pretrained(out)
-        classifier = AutoModelForSequenceClassification.from_pretrained(out).eval()
-        # A template without a system role was trained with the system text folded in (reward_model.json says so).
-        folds = "no system role" in chat_format.describe(tokenizer)
-        texts = [their_tokenizer.apply_chat_template([*(chat_format.fold_system(m) if folds else m),
-                                                      {"role": "assistant", "content": r}], tokenize=False)
-                 for m, r in chats]
-        assert texts == [chat_format.render(tokenizer, [*m, {"role": "assistant", "content": r}]) for m, r in chats]
-        batch = their_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    [(run_id, folder)] = reward_runs(project)
+    out = export_reward_model(project.base_model, folder, tmp_path / "rm-export")
+    chats = [(prompts.messages(p), text) for p in prompt_ids[:3]
+             for text in ("I'm sorry, I will help.", "the quick brown fox", reply)]
+    with models.hold("scoring"):
+        ours = load_reward_model(models, folder, f"rm-run-{run_id}").score(chats)
+    their_tokenizer = AutoTokenizer.from_pretrained(out)
+    classifier = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    # A template without a system role was trained with the system text folded in (reward_model.json says so).
+    folds = "no system role" in chat_format.describe(tokenizer)
+    texts = [their_tokenizer.apply_chat_template([*(chat_format.fold_system(m) if folds else m),
+                                                  {"role": "assistant", "content": r}], tokenize=False)
+             for m, r in chats]
+    assert texts == [chat_format.render(tokenizer, [*m, {"role": "assistant", "content": r}]) for m, r in chats]
+    batch = their_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        theirs = classifier(**batch).logits[:, 0].tolist()
+    difference = max(abs(a - b) for a, b in zip(ours, theirs))
+    row["rm score diff"] = f"{difference:.1e}"
+    assert difference < (1e-4 if exact else 0.5)
+    row["export rm"] = "pass"
+
+    # The exported policy in plain peft on a plain transformers base: the app's logits.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    policy_out = tmp_path / "policy-export"
+    export_policy(project, ppo[-1].run_id, policy_out)
+    source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
+    base = AutoModelForCausalLM.from_pretrained(source.folder).eval()
+    plain = PeftModel.from_pretrained(base, str(policy_out)).eval()
+    ids = torch.tensor([expected])
+    record = RunRecord(project, ppo[-1].run_id)
+    with models.using(adapter_for("ppo", record.id), "comparing", record.artifact) as model:
         with torch.no_grad():
-            theirs = classifier(**batch).logits[:, 0].tolist()
-        difference = max(abs(a - b) for a, b in zip(ours, theirs))
-        row["rm score diff"] = f"{difference:.1e}"
-        assert difference < 1e-4
-        row["export rm"] = "pass"
-
-        # The exported policy in plain peft on a plain transformers base: the app's logits.
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        policy_out = tmp_path / "policy-export"
-        export_policy(project, ppo[-1].run_id, policy_out)
-        source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
-        base = AutoModelForCausalLM.from_pretrained(source.folder).eval()
-        plain = PeftModel.from_pretrained(base, str(policy_out)).eval()
-        ids = torch.tensor([expected])
-        record = RunRecord(project, ppo[-1].run_id)
-        with models.using(adapter_for("ppo", record.id), "comparing", record.artifact) as model:
-            with torch.no_grad():
-                app_logits = model(input_ids=ids).logits
-        with torch.no_grad():
-            assert torch.allclose(plain(input_ids=ids).logits, app_logits, atol=1e-4)
-        # Its tokenizer prompts it with our text: the policy's prompt is the same string there too.
-        policy_tokenizer = AutoTokenizer.from_pretrained(policy_out)
-        asked = policy_tokenizer.apply_chat_template(chat_format.fold_system(messages) if folds else messages,
-                                                     tokenize=False, add_generation_prompt=True)
-        assert asked == chat_format.render(tokenizer, messages, add_generation_prompt=True)
-        row["export policy"] = "pass"
+            app_logits = model(input_ids=ids).logits
+    with torch.no_grad():
+        logit_difference = float((plain(input_ids=ids).logits - app_logits).abs().max())
+    row["policy logit diff"] = f"{logit_difference:.1e}"
+    assert logit_difference < (1e-4 if exact else 1.0)
+    # Its tokenizer prompts it with our text: the policy's prompt is the same string there too.
+    policy_tokenizer = AutoTokenizer.from_pretrained(policy_out)
+    asked = policy_tokenizer.apply_chat_template(chat_format.fold_system(messages) if folds else messages,
+                                                 tokenize=False, add_generation_prompt=True)
+    assert asked == chat_format.render(tokenizer, messages, add_generation_prompt=True)
+    row["export policy"] = "pass"
     project.close()
 
 
@@ -210,7 +214,7 @@ def test_print_the_matrix():
     """The family x stage table of this session's runs (pytest -s shows it)."""
     if not MATRIX:
         pytest.skip("run with the matrix tests")
-    columns = STAGES + ["rm score diff"]
+    columns = STAGES + ["rm score diff", "policy logit diff"]
     print("\n| family | " + " | ".join(columns) + " |")
     print("|" + " --- |" * (len(columns) + 1))
     for family, row in MATRIX.items():

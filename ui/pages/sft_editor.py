@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.data.sft_store import ROLES
-from workbench.train.sft_data import render, token_count
+from workbench.models.chat_format import TemplateRefused, render
+from workbench.train.sft_data import token_count
 
 PREVIEW_DELAY_MS = 150
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -279,9 +280,13 @@ class ExampleEditor(QWidget):
         try:
             self.preview.setPlainText(render(self.tokenizer, messages))
             tokens = token_count(self.tokenizer, messages)
-        except Exception as error:  # noqa: BLE001 - the template is the model's code and may refuse a chat
+        except TemplateRefused as error:  # its rules (strict alternation, say): the message says which
             self.preview.setPlainText("")
-            self._set_token_text(f"The chat template refused this chat: {error}", True)
+            self._set_token_text(f"{str(error)[:1].upper()}{str(error)[1:]}.", True)
+            return
+        except Exception as error:  # noqa: BLE001 - the template is the model's code and may fail otherwise
+            self.preview.setPlainText("")
+            self._set_token_text(f"The chat template failed on this chat: {error}", True)
             return
         self._set_token_text(f"{tokens:,} tokens (max {self.max_length:,})", tokens > self.max_length)
 
