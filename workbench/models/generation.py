@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -45,6 +46,15 @@ NEUTRAL_SAMPLING = dict(
 )
 
 
+@functools.cache
+def neutral_fields() -> dict:
+    """NEUTRAL_SAMPLING less the fields this transformers version does not have."""
+    from transformers import GenerationConfig
+
+    known = GenerationConfig()
+    return {key: value for key, value in NEUTRAL_SAMPLING.items() if hasattr(known, key)}
+
+
 def sampling_config(settings: SamplingSettings, stop_ids: set[int], pad_token_id: int):
     """The complete GenerationConfig of one call, from our settings alone.
 
@@ -55,9 +65,8 @@ def sampling_config(settings: SamplingSettings, stop_ids: set[int], pad_token_id
     from transformers import GenerationConfig
 
     sampling = settings.temperature > 0
-    fields = {key: value for key, value in NEUTRAL_SAMPLING.items() if hasattr(GenerationConfig(), key)}
     return GenerationConfig(
-        **fields, max_new_tokens=settings.max_new_tokens, do_sample=sampling,
+        **neutral_fields(), max_new_tokens=settings.max_new_tokens, do_sample=sampling,
         temperature=settings.temperature if sampling else 1.0, top_p=settings.top_p if sampling else 1.0,
         # Greedy decoding applies no warper; these are transformers' own defaults, which it does
         # not flag as "set but unused" as it would any other value.
