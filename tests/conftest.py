@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -49,3 +50,18 @@ def tiny_project(tmp_path, tiny_model_dir) -> Path:
     PromptStore(project).add("My order hasn't arrived. What should I do?", ["shipping"])
     project.close()
     return project.path
+
+
+@pytest.fixture
+def code_model_dir(tiny_model_dir, tmp_path):
+    """The tiny model shipping a configuration module that leaves a marker when imported."""
+    folder = tmp_path / "code-model"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "model-code-ran"
+    (folder / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from transformers import LlamaConfig\n\n\nclass EvilConfig(LlamaConfig):\n    pass\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker

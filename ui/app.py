@@ -50,12 +50,21 @@ def open_first_project(session: WorkbenchSession, window: MainWindow, path: Path
         session.load_model(spec)
 
 
+def ask_trust(window: MainWindow, text: str) -> bool:
+    """Yes only if the user says so; No is the default button, so Enter refuses."""
+    answer = QMessageBox.warning(window, "Allow this model's code?", text,
+                                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                 QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 def run_gui(project: str | None = None) -> int:
     app = application()
     setup_logging()
     session = WorkbenchSession()
     window = MainWindow(session)
     ErrorReporter(window).install()
+    session.confirm_trust = lambda text: ask_trust(window, text)
     window.show()
     open_first_project(session, window, Path(project) if project else None)
     if session.project is not None and session.project.base_model is not None:

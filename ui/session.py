@@ -14,8 +14,10 @@ from PySide6.QtCore import QObject, Signal
 
 from workbench import app_settings
 from workbench.config import ModelSpec
-from workbench.errors import ProjectError
+from workbench.errors import ProjectError, WorkbenchError
+from workbench.models import trust
 from workbench.models.loading import ModelSession
+from workbench.models.sources import grant_requested, model_folder
 from workbench.progress import Progress
 from workbench.project import Project
 from workbench.train.runs import mark_interrupted
@@ -48,6 +50,9 @@ class WorkbenchSession(QObject):
         # Background model work that may simply be dropped (responses made ahead of the
         # annotator): each callable stops it and waits until the model is free.
         self.model_releasers: list[Callable[[], None]] = []
+        # Asks the user whether a model may run its own code or unpickle its weights (text ->
+        # yes/no); set by the interactive app only, so rendering and tests never grant anything.
+        self.confirm_trust: Callable[[str], bool] | None = None
 
     # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
 
@@ -101,6 +106,7 @@ class WorkbenchSession(QObject):
         """Load in the background; on success the spec is recorded in the project."""
         if self.loading:
             self.load_task.stop()
+        self._ask_trust(spec)
         collect_young_only()  # until this load ends, however it ends
         self.load_task = self.run_task(
             lambda should_stop: self.models.load(spec, should_stop),
@@ -108,6 +114,20 @@ class WorkbenchSession(QObject):
             on_error=self.model_failed.emit,
             on_finished=lambda outcome: self._load_finished(spec, outcome),
         )
+
+    def _ask_trust(self, spec: ModelSpec) -> None:
+        """Before the load starts, ask the user (in this, the GUI thread) for what the model asks
+        of this machine: its own code, pickle weights. Without `confirm_trust` (off-screen
+        rendering, tests) nothing is granted and the load refuses with a message."""
+        if self.confirm_trust is None:
+            return
+        try:
+            folder = model_folder(spec)
+            missing = trust.pending(spec, folder) if folder is not None and folder.is_dir() else []
+        except (WorkbenchError, OSError):
+            return  # the load itself reports what is wrong with the folder
+        if missing and self.confirm_trust(trust.describe_for_dialog(missing)):
+            grant_requested(spec, {request.what for request in missing})
 
     def cancel_model_load(self) -> None:
         if self.loading:

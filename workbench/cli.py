@@ -19,21 +19,30 @@ from workbench.project import SUFFIX, Project
 
 @contextmanager
 def opened(path) -> Iterator[Project]:
-    """The project at `path`, closed afterwards whatever happens."""
+    """The project at `path`, closed afterwards whatever happens. Runs a killed process left
+    marked running are marked interrupted first, so every command reports them as they are."""
+    from workbench.train.runs import mark_interrupted
+
     project = Project.open(path)
     try:
+        mark_interrupted(project)
         yield project
     finally:
         project.close()
 
 
-def load_base_model(project: Project):
-    """The project's base model, loaded with its progress on stderr."""
+def load_base_model(project: Project, args: argparse.Namespace | None = None):
+    """The project's base model, loaded with its progress on stderr. What it asks of this
+    machine (its own code, pickle weights) is granted only by the user's flags in `args`."""
     from workbench.models.loading import ModelSession
+    from workbench.models.sources import grant_requested
 
     spec = project.base_model
     if spec is None:
         raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
+    allowed = {name for name in ("trust_remote_code", "allow_pickle") if getattr(args, name, False)}
+    for request in grant_requested(spec, allowed):
+        print(f"allowed on this machine: {request.describe()}", file=sys.stderr)
     models = ModelSession()
     for progress in models.load(spec):
         print(progress.message, file=sys.stderr)
@@ -78,7 +87,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.valid_only:
             raise WorkbenchError("--valid-only does not apply to packs: a pack is imported whole or not at all.")
         with opened(args.project) as project:
-            summary = import_pack(project, args.file)
+            summary = import_pack(project, args.file, allow_large=args.allow_large)
         print(f"merged {name}: {counts(summary)}")
         return 0
     if args.kind == "prefs":
@@ -86,7 +95,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         with opened(args.project) as project:
             try:
-                summary = import_preferences(project, args.file, valid_only=args.valid_only)
+                summary = import_preferences(project, args.file, valid_only=args.valid_only,
+                                             allow_large=args.allow_large)
             except PreferenceImportError as error:
                 show(error.errors)
                 raise WorkbenchError(f"{len(error.errors)} rows in {name} cannot be imported; nothing was "
@@ -99,7 +109,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from workbench.data.sft_formats import read_sft_file
     from workbench.data.sft_store import SftStore
 
-    result = read_sft_file(args.file)
+    result = read_sft_file(args.file, allow_large=args.allow_large)
     if result.errors:
         show(result.errors)
         if not args.valid_only:
@@ -148,6 +158,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         with opened(args.project) as project:
             run_id, adapter = reward_run_folder(project, args.run)
             spec = project.base_model
+        if spec is not None and not args.adapter_only:
+            from workbench.models.sources import grant_requested
+
+            allowed = {name for name in ("trust_remote_code", "allow_pickle") if getattr(args, name)}
+            for request in grant_requested(spec, allowed):
+                print(f"allowed on this machine: {request.describe()}", file=sys.stderr)
         out = Path(args.out)
         if args.adapter_only:
             export_reward_adapter(adapter, out)
@@ -194,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import signal
 
     from workbench.config import with_overrides
-    from workbench.train.runs import RunControl, mark_interrupted
+    from workbench.train.runs import RunControl
 
     config_class, train = trainers()[args.kind]
     if args.resume is not None and (args.set or args.max_steps is not None):
@@ -206,8 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                                   if args.max_steps is not None else [])])
         except ValueError as error:
             raise WorkbenchError(str(error)) from None
-        mark_interrupted(project)
-        models = load_base_model(project)
+        models = load_base_model(project, args)
         control = RunControl()
         # The first Ctrl+C asks the run to save a checkpoint and stop; a second one interrupts.
         previous = signal.signal(signal.SIGINT, lambda *_: (control.stop(), signal.signal(signal.SIGINT, previous)))
@@ -237,7 +252,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if not todo:
             print("every prompt already has responses; nothing to generate")
             return 0
-        models = load_base_model(project)
+        models = load_base_model(project, args)
         made = 0
         for event in generate_responses(project, models, todo, config):
             if event.saved:
@@ -254,6 +269,16 @@ def format_step(log) -> str:
                       if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin", "objective/")))
     eta = f"  eta {log.eta_s:.0f}s" if log.eta_s is not None else ""
     return f"run {log.run_id} step {log.step}/{log.total_steps}  {shown}{eta}"
+
+
+def add_trust_flags(parser: argparse.ArgumentParser) -> None:
+    """A project may ask for these, but only this machine's user grants them (workbench.models.trust)."""
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the base model's own Python code to run (remembered on this machine for "
+                        "its exact files; a project file can never turn this on)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow the base model's pickle (.bin/.pt) weights, which can run code (remembered "
+                        "on this machine for those exact files)")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -284,6 +309,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     imp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft",
                      help="what the file holds: SFT examples, preferences, or a labeling pack (default: sft)")
     imp.add_argument("--valid-only", action="store_true", help="import the valid rows and skip the invalid ones")
+    imp.add_argument("--allow-large", action="store_true",
+                     help="import a file over the size cap of one import (200,000 rows or 256 MiB of text), "
+                     "which otherwise stops a small compressed file that would expand to gigabytes")
     imp.set_defaults(func=cmd_import)
 
     exp = commands.add_parser("export", help="export data from a project",
@@ -306,6 +334,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     exp.add_argument("--run", type=int, metavar="RUN",
                      help="rm and policy: which reward-model or PPO run (default: the newest finished one)")
     exp.add_argument("--adapter-only", action="store_true", help="rm: only the LoRA adapter and the reward head")
+    add_trust_flags(exp)
     exp.set_defaults(func=cmd_export)
 
     gen = commands.add_parser("generate", help="generate responses to rank for prompts that have none",
@@ -318,6 +347,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                      "such as sft-run-2 (default: base for every pane)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a sampling setting, e.g. --set temperature=0.7 or --set max_new_tokens=200")
+    add_trust_flags(gen)
     gen.set_defaults(func=cmd_generate)
 
     train = commands.add_parser("train", help="train headlessly (same code and run records as the GUI)",
@@ -341,6 +371,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="a training setting, e.g. --set learning_rate=1e-4 (repeatable)")
         sub.add_argument("--resume", type=int, metavar="RUN", help="continue run RUN from its last checkpoint")
+        add_trust_flags(sub)
         sub.set_defaults(func=cmd_train)
     return parser, commands
 

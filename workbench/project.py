@@ -322,6 +322,19 @@ class Project:
         copy.set_meta("name", target.stem)
         return copy
 
+    def inside_artifacts(self, relative: str | Path) -> Path:
+        """`relative`, a path stored in the project, as a path inside its artifacts folder.
+
+        A shared project is untrusted: a stored path that is absolute, climbs out with '..' or
+        leads out through a link is refused, so no command reads, copies or deletes anything
+        outside the artifacts folder. (The folder itself may be a link, e.g. to a bigger disk.)"""
+        root = self.artifacts_dir.resolve()
+        candidate = self.artifacts_dir / relative
+        if Path(relative).is_absolute() or not candidate.resolve().is_relative_to(root):
+            raise ProjectError(f"{self.path.name} names {str(relative)!r}, which is outside its artifacts "
+                               f"folder {self.artifacts_dir.name}; it was not used.")
+        return candidate
+
     def close(self) -> None:
         with self._lock:
             try:

@@ -10,7 +10,7 @@ from workbench.config import ModelSpec
 from workbench.errors import Cancelled, ModelLoadError
 from workbench.models.generation import SamplingSettings, stream_chat
 from workbench.models.loading import ModelSession
-from workbench.models.sources import demo_gguf_path
+from workbench.models.sources import demo_gguf_path, grant_requested
 from workbench.progress import Progress
 
 MESSAGES = [{"role": "user", "content": "My order hasn't arrived. What should I do?"}]
@@ -59,6 +59,11 @@ def test_streams_a_reply_and_stops_when_asked(tiny_model_dir):
 def test_pickle_weights_are_refused_unless_allowed(pickle_model_dir):
     with pytest.raises(ModelLoadError, match="pickle weights.*Allow pickle"):
         load(folder(pickle_model_dir))
+    # Asking is not enough: this machine's user grants it (a project file could ask too).
+    with pytest.raises(ModelLoadError, match="this machine's decision.*--allow-pickle"):
+        load(folder(pickle_model_dir, allow_pickle=True))
+    assert [r.what for r in grant_requested(folder(pickle_model_dir, allow_pickle=True), {"allow_pickle"})] \
+        == ["allow_pickle"]
     session = load(folder(pickle_model_dir, allow_pickle=True))
     assert session.info.architecture == "LlamaForCausalLM"
 

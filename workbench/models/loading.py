@@ -198,7 +198,7 @@ class ModelSession:
         model = tokenizer = None
         try:
             tokenizer = AutoTokenizer.from_pretrained(
-                source.folder, trust_remote_code=spec.trust_remote_code, local_files_only=True)
+                source.folder, trust_remote_code=source.trust_remote_code, local_files_only=True)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             check_stop()
@@ -211,7 +211,7 @@ class ModelSession:
                 quantization_config=quant,
                 device_map={"": device} if quant is not None else None,
                 use_safetensors=not source.uses_pickle,
-                trust_remote_code=spec.trust_remote_code,
+                trust_remote_code=source.trust_remote_code,
                 local_files_only=True,
             )
             if quant is None and device != "cpu":
@@ -304,6 +304,9 @@ class ModelSession:
             return
         if not (Path(folder) / "adapter_config.json").is_file():
             raise ModelLoadError(f"{folder} is not a LoRA adapter folder (no adapter_config.json).")
+        if not (Path(folder) / "adapter_model.safetensors").is_file():
+            # Our runs always write safetensors; anything else (a .bin) would be unpickled.
+            raise ModelLoadError(f"{folder} has no adapter_model.safetensors; only safetensors adapters are loaded.")
         try:
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)

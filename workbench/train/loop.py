@@ -112,7 +112,7 @@ def start_or_resume(project: Project, models: ModelSession, kind: str, config, c
         config = config or config_class()
         record = RunRecord.create(project, kind, {**config.to_dict(), "base_model": base_spec(models)})
         # A folder left by a deleted project of the same name holds someone else's data.
-        shutil.rmtree(record.folder, ignore_errors=True)
+        shutil.rmtree(record.folder, ignore_errors=True)  # inside the artifacts folder: see RunRecord.folder
         lock = RunLock(record)
         lock.acquire()
         record.log(f"Started on {models.info.name if models.info else 'the loaded model'}.")
@@ -249,16 +249,22 @@ def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optim
         record.forget_metrics_after(0)
         return 0, {}, {}
     step, folder = last
-    set_peft_model_state_dict(models.peft, load_file(str(folder / "adapter.safetensors")), adapter_name=name)
-    extra = load_file(str(folder / "extra.safetensors")) if (folder / "extra.safetensors").is_file() else {}
-    # Our own file, written by save_checkpoint: optimizer tensors and RNG states need pickle.
-    state = torch.load(folder / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    try:
+        set_peft_model_state_dict(models.peft, load_file(str(folder / "adapter.safetensors")), adapter_name=name)
+        extra = load_file(str(folder / "extra.safetensors")) if (folder / "extra.safetensors").is_file() else {}
+        # A checkpoint may come from someone else's project: weights_only lets torch rebuild
+        # tensors and plain containers only, never call what a pickle names.
+        state = torch.load(folder / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(tuple(state["rng"]["python"]))
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint gets the same clear refusal
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise TrainingError(f"The checkpoint at step {step} of run {record.id} cannot be used ({first_line[:200]}); "
+                            "it is damaged or was not written by the workbench. Start a new run instead.") from None
     record.forget_metrics_after(step)
     record.log(f"Resumed from the checkpoint at step {step}.")
     return step, extra, state.get("extra", {})

@@ -71,7 +71,7 @@ def export_reward_model(spec: ModelSpec, adapter: Path, out: Path, dtype: str = 
     source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
     model = AutoModelForSequenceClassification.from_pretrained(
         source.folder, num_labels=1, dtype=getattr(torch, dtype), local_files_only=True,
-        use_safetensors=not source.uses_pickle, trust_remote_code=spec.trust_remote_code)
+        use_safetensors=not source.uses_pickle, trust_remote_code=source.trust_remote_code)
     score = getattr(model, "score", None)
     if not isinstance(score, torch.nn.Linear) or score.bias is not None:
         raise WorkbenchError(f"{type(model).__name__} has no plain linear `score` layer; this architecture "

@@ -93,9 +93,14 @@ class RunRecord:
     @classmethod
     def create(cls, project: Project, kind: str, config: dict) -> "RunRecord":
         now = time.time()
-        run_id = project.execute(
-            "INSERT INTO runs(kind, status, config, created_at, updated_at) VALUES (?, 'running', ?, ?, ?)",
-            (kind, json.dumps(config), now, now))
+        with project.transaction():
+            run_id = project.execute(
+                "INSERT INTO runs(kind, status, config, created_at, updated_at) VALUES (?, 'running', ?, ?, ?)",
+                (kind, json.dumps(config), now, now))
+            # A hand-made file can hold rows for a run id not yet used (foreign keys are only
+            # checked on our writes): a new run must never inherit a planted checkpoint or curve.
+            for table in ("checkpoints", "metrics", "run_logs"):
+                project.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         return cls(project, run_id)
 
     @classmethod
@@ -126,11 +131,14 @@ class RunRecord:
     @property
     def artifact(self) -> Path | None:
         value = self._field("artifact")
-        return self.project.artifacts_dir / value if value else None
+        return self.project.inside_artifacts(value) if value else None
 
     @property
     def folder(self) -> Path:
-        return self.project.artifacts_dir / "runs" / f"run-{self.id:04d}"
+        return self.project.inside_artifacts(f"runs/run-{self.id:04d}")
+
+    def checkpoint_folder(self, step: int) -> Path:
+        return self.folder / "checkpoints" / f"step-{step:06d}"
 
     def set_status(self, status: str, message: str | None = None) -> None:
         assert status in STATUSES, status
@@ -182,8 +190,8 @@ class RunRecord:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob("*.partial"):
             shutil.rmtree(stale, ignore_errors=True)
-        final = root / f"step-{step:06d}"
-        partial = root / f"step-{step:06d}.partial"
+        final = self.checkpoint_folder(step)
+        partial = final.with_name(final.name + ".partial")
         partial.mkdir()
         write(partial)
         (partial / COMPLETE_MARKER).write_text(str(step))
@@ -199,11 +207,18 @@ class RunRecord:
         return final
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints on disk, oldest first."""
+        """Complete checkpoints on disk, oldest first. Only the run's own folders count: a row
+        naming any other path (another run's checkpoint, a folder elsewhere) is ignored, so it
+        is never loaded and never pruned."""
         rows = self.project.query("SELECT step, path FROM checkpoints WHERE run_id = ? ORDER BY step",
                                   (self.id,))
-        found = [(step, self.project.artifacts_dir / path) for step, path in rows]
-        return [(step, path) for step, path in found if (path / COMPLETE_MARKER).is_file()]
+        found = []
+        for step, path in rows:
+            own = self.checkpoint_folder(step)
+            if isinstance(step, int) and path == own.relative_to(self.project.artifacts_dir).as_posix() \
+                    and (own / COMPLETE_MARKER).is_file():
+                found.append((step, own))
+        return found
 
     def last_checkpoint(self) -> tuple[int, Path] | None:
         complete = self.checkpoints()
@@ -304,7 +319,10 @@ def finished_adapters(project: Project, kind: str = "sft") -> list[tuple[int, Pa
     found = []
     for summary in reversed(project.runs()):
         if summary["kind"] == kind and summary["status"] == "finished" and summary["artifact"]:
-            folder = project.artifacts_dir / summary["artifact"]
+            try:
+                folder = project.inside_artifacts(summary["artifact"])
+            except WorkbenchError:
+                continue  # a path leading out of the project is never used (see inside_artifacts)
             if (folder / "adapter_config.json").is_file():
                 found.append((summary["id"], folder))
     return found
