@@ -9,6 +9,7 @@ they are opened with SQLite's defensive settings and never allowed to carry trig
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from workbench import project_checks, sqlite_defensive
 from workbench.config import ModelSpec
 from workbench.errors import ProjectError
 
@@ -155,6 +157,29 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, to_version: int, from_version: int = 0) -> None:
+    """Bring the database on `conn` from `from_version` to `to_version`, one transaction per step."""
+    for version in range(from_version + 1, to_version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                if callable(statement):
+                    statement(conn)
+                else:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+@functools.cache
+def expected_columns(version: int) -> dict[str, list[tuple]]:
+    return project_checks.reference_columns(version, migrate)
 COUNTED_TABLES = ("sft_examples", "prompts", "responses", "rankings", "runs")
 
 
@@ -169,55 +194,95 @@ def artifacts_dir_for(path: Path) -> Path:
 
 def read_header(path: Path) -> tuple[int, int]:
     """(application_id, schema version) from the file's first 100 bytes, without opening it in SQLite."""
+    if not path.exists():
+        raise ProjectError(f"{path} does not exist.")
+    if not path.is_file():  # a folder, or a pipe or device, which would block a read forever
+        raise ProjectError(f"{path.name} is not a regular file, so it cannot be a workbench project.")
     try:
         with open(path, "rb") as handle:
             header = handle.read(100)
-    except FileNotFoundError:
-        raise ProjectError(f"{path} does not exist.") from None
     except OSError as error:
         raise ProjectError(f"{path} cannot be read: {error.strerror}.") from None
     if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
         raise ProjectError(f"{path.name} is not a workbench project (it is not an SQLite file).")
-    return int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big")
+    return int.from_bytes(header[68:72], "big"), int.from_bytes(header[60:64], "big", signed=True)
+
+
+# SQLite's primary result codes that say the file is fine but this machine cannot read or write
+# it now (a full disk, an I/O error, permissions, a lock), as opposed to a damaged file.
+NOT_THE_FILES_FAULT = {3: "permission denied", 5: "the file is locked by another program",
+                       6: "the file is locked", 7: "out of memory", 8: "the file is read-only",
+                       10: "a disk I/O error", 13: "the disk is full", 14: "it cannot be opened"}
+DAMAGED_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def explain_sqlite_error(error: sqlite3.Error, path: Path, doing: str) -> ProjectError:
+    """One sentence for `error`, met while `doing` ("open", "save to") the project at `path`,
+    that blames the file only when the file is at fault."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in NOT_THE_FILES_FAULT:
+        reason = NOT_THE_FILES_FAULT[primary]
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 1 << 20 and primary in (10, 13, 14):
+            reason = f"the disk is full ({free // 1024} KB free)"
+        return ProjectError(f"could not {doing} {path.name}: {reason} ({error}). The file itself was not changed "
+                            "by this; free space or fix the cause and try again.")
+    if primary in DAMAGED_CODES:
+        return ProjectError(f"{path.name} is damaged ({error}). It was left unchanged; restore it from a backup.")
+    return ProjectError(f"could not {doing} {path.name}: {error}.")
 
 
 def _harden(conn: sqlite3.Connection) -> None:
-    """SQLite's settings for untrusted files: no functions from views/triggers, checked cells."""
-    if hasattr(conn, "setconfig"):  # Python 3.12+
-        conn.setconfig(sqlite3.SQLITE_DBCONFIG_DEFENSIVE, True)
+    """SQLite's settings for untrusted files: defensive mode (no writable schema, no direct edits
+    of its internal tables), no functions from the schema, checked cells."""
+    sqlite_defensive.switch_on(conn)
     conn.execute("PRAGMA trusted_schema = OFF")
     conn.execute("PRAGMA cell_size_check = ON")
 
 
+def _sidecars(path: Path) -> list[Path]:
+    return [Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")]
+
+
 def _check_existing(path: Path) -> int:
-    """Refuse anything but an intact project this app can read; return its schema version."""
-    app_id, version = read_header(path)
+    """Refuse anything but an intact project this app can read; return its schema version.
+
+    Read-only, and leaving no -wal or -shm file that was not there before, so a refused file
+    and its folder stay exactly as they were."""
+    app_id, _ = read_header(path)
     if app_id != APPLICATION_ID:
         raise ProjectError(f"{path.name} is an SQLite database but not a workbench project.")
+    present = {sidecar for sidecar in _sidecars(path) if sidecar.exists()}
+    # With no write-ahead log beside it the file alone is the whole database: read it as
+    # immutable, which creates no -shm. A log left by a killed app must be read through.
+    immutable = "&immutable=1" if not Path(f"{path}-wal").exists() else ""
+    conn = None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise ProjectError(f"{path.name} cannot be opened: {error}.") from None
-    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True)
         _harden(conn)
         version = conn.execute("PRAGMA user_version").fetchone()[0]  # the WAL may be newer than the header
         if version > SCHEMA_VERSION:
             raise ProjectError(
                 f"{path.name} was saved by a newer version of RLHF Workbench (project format "
                 f"{version}; this version reads up to {SCHEMA_VERSION}). Update the app to open it.")
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            raise ProjectError(f"{path.name} is damaged ({'; '.join(problems)}). It was left unchanged; "
-                               "restore it from a backup.")
-        code = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall()
-        if code:
-            raise ProjectError(f"{path.name} contains triggers or views, which workbench projects never "
-                               "have; it was not opened.")
-    except sqlite3.DatabaseError as error:
-        raise ProjectError(f"{path.name} is damaged ({error}). It was left unchanged; restore it "
-                           "from a backup.") from None
+        if version < 1:
+            raise ProjectError(f"{path.name} is damaged (its project format is {version}, which no version of "
+                               "RLHF Workbench writes). It was left unchanged; restore it from a backup.")
+        problems = project_checks.check(conn, expected_columns(version))
+        if problems:
+            raise ProjectError(f"{path.name} is damaged or was edited by hand ({'; '.join(problems)}). It was "
+                               "left unchanged; restore it from a backup.")
+    except sqlite3.Error as error:
+        raise explain_sqlite_error(error, path, "open") from None
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
+        for sidecar in set(_sidecars(path)) - present:
+            sidecar.unlink(missing_ok=True)
     return version
 
 
@@ -239,11 +304,27 @@ class Project:
             raise ProjectError(f"{path} already exists; choose another name or open it.")
         if not path.parent.is_dir():
             raise ProjectError(f"the folder {path.parent} does not exist.")
-        project = cls._connect(path)
-        project._migrate(from_version=0)
-        project.set_meta("name", name or path.stem)
-        project.set_meta("created_at", time.time())
-        project.artifacts_dir.mkdir(exist_ok=True)
+        project = None
+        had_artifacts = artifacts_dir_for(path).exists()
+        try:
+            project = cls._connect(path)
+            project._migrate(from_version=0)
+            project.set_meta("name", name or path.stem)
+            project.set_meta("created_at", time.time())
+            project.artifacts_dir.mkdir(exist_ok=True)
+        except BaseException as error:
+            # Nothing half-made stays behind: no empty file, no sidecars, no folder (disk full).
+            if project is not None:
+                project._conn.close()
+            for made in (path, *_sidecars(path)):
+                made.unlink(missing_ok=True)
+            if not had_artifacts:
+                shutil.rmtree(artifacts_dir_for(path), ignore_errors=True)
+            if isinstance(error, sqlite3.Error):
+                raise explain_sqlite_error(error, path, "create") from None
+            if isinstance(error, OSError):
+                raise ProjectError(f"could not create {path.name}: {error.strerror or error}.") from None
+            raise
         return project
 
     @classmethod
@@ -251,10 +332,16 @@ class Project:
         path = Path(path)
         version = _check_existing(path)
         project = cls._connect(path)
-        if version < SCHEMA_VERSION:
-            project._backup_before_migration(version)
-            project._migrate(from_version=version)
-        project.artifacts_dir.mkdir(exist_ok=True)
+        try:
+            if version < SCHEMA_VERSION:
+                project._backup_before_migration(version)
+                project._migrate(from_version=version)
+            project.artifacts_dir.mkdir(exist_ok=True)
+        except (sqlite3.Error, OSError) as error:
+            project._conn.close()
+            if isinstance(error, sqlite3.Error):
+                raise explain_sqlite_error(error, path, "open") from None
+            raise ProjectError(f"could not open {path.name}: {error.strerror or error}.") from None
         return project
 
     @classmethod
@@ -267,25 +354,12 @@ class Project:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as error:
-            raise ProjectError(f"{path.name} cannot be opened for writing: {error}.") from None
+            raise explain_sqlite_error(error, path, "open") from None
         return cls(path, conn)
 
     def _migrate(self, from_version: int) -> None:
         with self._lock:
-            for version in range(from_version + 1, SCHEMA_VERSION + 1):
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in MIGRATIONS[version]:
-                        if callable(statement):
-                            statement(self._conn)
-                        else:
-                            self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    self._conn.execute(f"PRAGMA user_version = {version}")
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+            migrate(self._conn, SCHEMA_VERSION, from_version)
 
     def _backup_before_migration(self, version: int) -> None:
         backup = self.path.with_name(f"{self.path.name}.format{version}.bak")
@@ -410,7 +484,7 @@ class Project:
             try:
                 cursor = self._conn.execute(sql, params)
             except sqlite3.Error as error:
-                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+                raise explain_sqlite_error(error, self.path, "save to") from None
             return cursor.lastrowid
 
     def execute_many(self, sql: str, rows) -> None:
@@ -418,7 +492,7 @@ class Project:
             try:
                 self._conn.executemany(sql, rows)
             except sqlite3.Error as error:
-                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+                raise explain_sqlite_error(error, self.path, "save to") from None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -427,7 +501,7 @@ class Project:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as error:  # e.g. another process holds the file for too long
-                raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+                raise explain_sqlite_error(error, self.path, "save to") from None
             try:
                 yield
                 self._conn.execute("COMMIT")
@@ -435,6 +509,6 @@ class Project:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(error, sqlite3.Error):
-                    raise ProjectError(f"could not save to {self.path.name}: {error}.") from None
+                    raise explain_sqlite_error(error, self.path, "save to") from None
                 raise
 

@@ -91,13 +91,24 @@ def test_a_checkpoint_planted_for_the_next_run_is_never_loaded_or_deleted(projec
     (outside / "precious.txt").write_text("keep me")
     marker = tmp_path / "payload-ran"
     torch.save(Payload(marker), outside / "trainer_state.pt")
+    planted = (os.path.relpath(outside, project.artifacts_dir),)
     path = project.path
     project.close()
     with sqlite3.connect(path) as db:  # foreign keys are off in a plain connection: any row goes in
-        db.execute("INSERT INTO checkpoints(run_id, step, path, created_at) VALUES (1, 1, ?, 0)",
-                   (os.path.relpath(outside, path.with_name("p.artifacts")),))
+        db.execute("INSERT INTO checkpoints(run_id, step, path, created_at) VALUES (1, 1, ?, 0)", planted)
     db.close()
+    before = path.read_bytes()
+    with pytest.raises(WorkbenchError, match="row 1 of checkpoints refers to a runs row that does not exist"):
+        Project.open(path)
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM checkpoints")
+    db.close()
+    # Were such a row to get in anyway, a new run drops it rather than resume from it.
     project = Project.open(path)
+    project.execute("PRAGMA foreign_keys = OFF")
+    project.execute("INSERT INTO checkpoints(run_id, step, path, created_at) VALUES (1, 1, ?, 0)", planted)
+    project.execute("PRAGMA foreign_keys = ON")
     logs = list(train_sft(project, models, SftConfig(max_steps=6, **{**FAST, "keep_checkpoints": 1})))
     assert [log.step for log in logs if log.metrics][0] == 1 and logs[-1].status == "finished"
     assert not marker.exists() and (outside / "precious.txt").read_text() == "keep me"
