@@ -36,8 +36,29 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync it, then rename over: never a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves neither a half file nor a temporary one
+        raise
+
+
+def disk_problem(folder: Path, error: BaseException) -> str:
+    """Why writing into `folder` failed, in words: a full disk is named as such, whichever
+    library raised (safetensors and torch do not raise OSError for it)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        free = None
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or (free is not None and free < 16 << 20):
+        return f"the disk is full ({free // (1 << 20) if free is not None else 0} MB free where {folder.name} is)"
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return getattr(error, "strerror", None) or text[:200]

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from workbench.config import ModelSpec
+from workbench.errors import WorkbenchError
 from workbench.models.loading import ModelSession, free_memory
+from workbench.paths import disk_problem
 from workbench.project import Project
 from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError, finished_adapters
 
@@ -164,9 +166,16 @@ def recorded(record: RunRecord, models: ModelSession, name: str, checkpointing: 
 
 
 def fail(record: RunRecord, message: str) -> None:
-    if record.status in ("running", "paused"):
-        record.set_status("failed", message)
-        record.log(message, "error")
+    """Mark the run failed with `message`. Where even that cannot be written (the disk holding
+    the project is full), the run is left as it is: once this process lets go of its lock,
+    the next command or open reports it as interrupted (mark_interrupted), and the original
+    error still reaches the user."""
+    try:
+        if record.status in ("running", "paused"):
+            record.set_status("failed", message)
+            record.log(message, "error")
+    except WorkbenchError:
+        pass
 
 
 def cleanup(models: ModelSession, name: str, keep_adapter: bool, checkpointing: bool) -> None:
@@ -277,14 +286,21 @@ def save_adapter(models: ModelSession, record: RunRecord, name: str,
     final = record.folder / "adapter"
     partial = record.folder / "adapter.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    models.peft.save_pretrained(str(partial), selected_adapters=[name])
-    # peft puts a named (non-default) adapter in a subfolder of that name
-    saved = partial / name if (partial / name).is_dir() else partial
-    if also is not None:
-        also(saved)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(saved, final)
-    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        models.peft.save_pretrained(str(partial), selected_adapters=[name])
+        # peft puts a named (non-default) adapter in a subfolder of that name
+        saved = partial / name if (partial / name).is_dir() else partial
+        if also is not None:
+            also(saved)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(saved, final)
+    except Exception as error:  # noqa: BLE001 - peft, torch and safetensors raise their own types
+        last = record.last_checkpoint()
+        raise TrainingError(f"Could not write the finished adapter: {disk_problem(record.folder, error)}. "
+                            + (f"The checkpoint at step {last[0]} is kept; resume from it once there is room."
+                               if last else "")) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     models.adapters[name] = final
     return final

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.paths import disk_problem
 from workbench.project import Project
 
 STATUSES = ("running", "paused", "finished", "stopped", "failed")
@@ -192,10 +193,17 @@ class RunRecord:
             shutil.rmtree(stale, ignore_errors=True)
         final = self.checkpoint_folder(step)
         partial = final.with_name(final.name + ".partial")
-        partial.mkdir()
-        write(partial)
-        (partial / COMPLETE_MARKER).write_text(str(step))
-        _fsync_tree(partial)
+        try:
+            partial.mkdir()
+            write(partial)
+            (partial / COMPLETE_MARKER).write_text(str(step))
+            _fsync_tree(partial)
+        except Exception as error:  # noqa: BLE001 - torch and safetensors raise their own types
+            shutil.rmtree(partial, ignore_errors=True)
+            last = self.last_checkpoint()
+            raise TrainingError(f"Could not write the checkpoint at step {step}: {disk_problem(root, error)}. "
+                                + (f"The checkpoint at step {last[0]} is kept; resume from it once there is room."
+                                   if last else "No earlier checkpoint exists.")) from None
         if final.exists():  # the same step saved again (stop right after an interval save)
             shutil.rmtree(final)
         os.replace(partial, final)
