@@ -151,7 +151,7 @@ def recorded(record: RunRecord, models: ModelSession, name: str, checkpointing: 
             yield from steps
         finally:
             cleanup(models, name, keep_adapter=record.status == "finished", checkpointing=checkpointing)
-    except TrainingError as error:
+    except WorkbenchError as error:  # a TrainingError, or a ProjectError such as a full disk
         fail(record, str(error))
         raise
     except Exception as error:
