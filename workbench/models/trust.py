@@ -133,8 +133,9 @@ def refusal(missing: list[TrustRequest]) -> str:
     flags = " and ".join(WHAT[request.what][1] for request in missing)
     boxes = " and ".join(f"'{WHAT[request.what][2]}'" for request in missing)
     return (f"This model asks to {asks}. That is this machine's decision, never a project file's, and "
-            f"it has not been allowed here. If you trust these files, pass {flags} (remembered for "
-            f"these exact files), or tick {boxes} on the Model page and confirm.")
+            f"it has not been allowed here. If you trust these files: in the workbench, keep {boxes} "
+            f"ticked, press Load model and answer Yes; on the command line, pass {flags}. The answer is "
+            "remembered for these exact files.")
 
 
 def describe_for_dialog(missing: list[TrustRequest]) -> str:
