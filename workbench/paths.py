@@ -62,3 +62,15 @@ def disk_problem(folder: Path, error: BaseException) -> str:
         return f"the disk is full ({free // (1 << 20) if free is not None else 0} MB free where {folder.name} is)"
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return getattr(error, "strerror", None) or text[:200]
+
+
+def copy_tree(source: Path, target: Path, skip: tuple[str, ...] = (), dirs_exist_ok: bool = False) -> None:
+    """Copy the folder `source` to `target`, leaving out links (and names in `skip`). A folder
+    from someone else may hold a link to a file elsewhere on this machine: following it would
+    copy that file into an export the user then shares."""
+    import shutil
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        return {name for name in names if name in skip or os.path.islink(os.path.join(folder, name))}
+
+    shutil.copytree(source, target, ignore=ignored, dirs_exist_ok=dirs_exist_ok)

@@ -23,6 +23,7 @@ from pathlib import Path
 from workbench import project_checks, sqlite_defensive
 from workbench.config import ModelSpec
 from workbench.errors import ProjectError
+from workbench.paths import copy_tree
 
 SUFFIX = ".rlhf"
 APPLICATION_ID = 0x524C4846  # "RLHF", stored in the SQLite header to recognise our files
@@ -391,7 +392,7 @@ class Project:
         tmp.replace(target)
         target_artifacts = artifacts_dir_for(target)
         if self.artifacts_dir.is_dir():
-            shutil.copytree(self.artifacts_dir, target_artifacts, dirs_exist_ok=True)
+            copy_tree(self.artifacts_dir, target_artifacts, dirs_exist_ok=True)
         copy = Project.open(target)
         copy.set_meta("name", target.stem)
         return copy

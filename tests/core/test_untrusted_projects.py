@@ -189,3 +189,20 @@ def test_a_grant_covers_exactly_the_files_it_was_given_for(code_model_dir, tmp_p
 
 def test_remote_code_never_matters_for_gguf_and_the_demo():
     assert trust.requests(ModelSpec(kind="demo", trust_remote_code=True, allow_pickle=True), None) == []
+
+
+def test_links_in_an_artifacts_folder_are_never_followed_into_an_export(project, tmp_path):
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    adapter = project.artifacts_dir / "runs" / "run-0001" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "notes.txt").symlink_to(secret)
+    project.execute("INSERT INTO runs(kind, status, config, artifact, created_at, updated_at) "
+                    "VALUES ('ppo', 'finished', '{}', 'runs/run-0001/adapter', 0, 0)")
+    out = tmp_path / "export"
+    export_policy(project, None, out)
+    assert (out / "adapter_config.json").is_file() and not (out / "notes.txt").exists()
+    copy = project.save_as(tmp_path / "copy")
+    assert not (copy.artifacts_dir / "runs" / "run-0001" / "adapter" / "notes.txt").exists()
+    copy.close()

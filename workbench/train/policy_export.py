@@ -6,10 +6,10 @@ base's tokenizer carrying the prompt format the policy was trained with
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.paths import copy_tree
 from workbench.project import Project
 from workbench.train.runs import RunRecord, choose_run, finished_adapters
 
@@ -30,7 +30,7 @@ def export_policy(project: Project, run_id: int | None, out: Path) -> int:
     out = Path(out)
     if out.exists():
         raise WorkbenchError(f"{out} already exists; choose a new folder.")
-    shutil.copytree(adapter, out, ignore=shutil.ignore_patterns(VALUE_HEAD))
+    copy_tree(adapter, out, skip=(VALUE_HEAD,))
     tokenizer_note = save_tokenizer(project, out)
     record = RunRecord(project, run_id)
     (out / "policy.json").write_text(json.dumps({

@@ -25,6 +25,7 @@ from workbench.config import ModelSpec
 from workbench.errors import WorkbenchError
 from workbench.models import chat_format
 from workbench.models.sources import ResolvedSource, resolve
+from workbench.paths import copy_tree
 from workbench.project import Project
 from workbench.train.reward import HEAD_FILE, HEAD_INFO, reward_runs
 from workbench.train.runs import choose_run
@@ -56,7 +57,7 @@ def reward_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
 def export_reward_adapter(adapter: Path, out: Path) -> Path:
     if out.exists():
         raise WorkbenchError(f"{out} already exists; choose a new folder.")
-    shutil.copytree(adapter, out)
+    copy_tree(adapter, out)
     return out
 
 
