@@ -32,8 +32,14 @@ def test_a_refused_model_shows_the_reason_and_the_app_goes_on(window, pickle_mod
     assert "pickle" in page.status.text()
     qtbot.waitUntil(lambda: page.load_button.isEnabled())
     page.allow_pickle.setChecked(True)
+    qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)  # nobody to ask: still refused
+    qtbot.waitUntil(lambda: "never a project file's" in page.status.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: page.load_button.isEnabled())
+    asked = []
+    window.session.confirm_trust = lambda text: asked.append(text) or True  # the user answers Yes
     qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.info_labels["architecture"].text() == "LlamaForCausalLM", timeout=30_000)
+    assert "pytorch_model.bin" in asked[0]
 
 
 def test_an_empty_location_is_explained_without_loading(window):
