@@ -309,9 +309,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     imp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft",
                      help="what the file holds: SFT examples, preferences, or a labeling pack (default: sft)")
     imp.add_argument("--valid-only", action="store_true", help="import the valid rows and skip the invalid ones")
+    from workbench.data.untrusted import MAX_IMPORT_ROWS, MAX_IMPORT_TEXT_BYTES
+
     imp.add_argument("--allow-large", action="store_true",
-                     help="import a file over the size cap of one import (200,000 rows or 256 MiB of text), "
-                     "which otherwise stops a small compressed file that would expand to gigabytes")
+                     help=f"import a file over the size cap of one import ({MAX_IMPORT_ROWS:,} rows or "
+                     f"{MAX_IMPORT_TEXT_BYTES // 2**20} MiB of text), which otherwise stops a small compressed "
+                     "file that would expand to gigabytes")
     imp.set_defaults(func=cmd_import)
 
     exp = commands.add_parser("export", help="export data from a project",

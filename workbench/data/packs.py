@@ -18,7 +18,8 @@ newer one (updated_at; at equal times the larger content, compared as canonical 
 order is total, so importing packs in any order gives the same rankings, and importing one twice
 changes nothing. The whole file is checked before anything is written; any problem (not a pack,
 truncated, newer version, a ranking that does not rank exactly its batch's responses, a uid the
-project already uses for something else) stops the import with nothing changed.
+project already uses for something else, a value SQLite cannot hold, more than the size cap: see
+untrusted.py) stops the import with nothing changed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from workbench.data.preferences import check_ranking
 from workbench.data.prompts import canonical, check_prompt_messages, clean_tags
 from workbench.data.sft_formats import _write_bytes
+from workbench.data.untrusted import check_record, check_size, check_text, finite_float, parse_json, quote
 from workbench.errors import WorkbenchError
 from workbench.project import Project
 
@@ -92,24 +94,33 @@ def _rankings(project: Project, batch: str, uid_of: dict[int, str], annotator: s
 # ---------------------------------------------------------------- import
 
 
-def import_pack(project: Project, path) -> dict:
-    """Merge a pack into the project in one transaction (see the module docstring); returns counts."""
+def import_pack(project: Project, path, allow_large: bool = False) -> dict:
+    """Merge a pack into the project in one transaction (see the module docstring); returns counts.
+    ImportTooLarge for more than untrusted.py's cap of records or text, unless `allow_large`."""
     path = Path(path)
     try:
-        prompts = _check_pack(_load(path))
+        prompts = _check_pack(_load(path, allow_large))
+        check_size(path.name, rows=_records(prompts), allow_large=allow_large)
         _check_against(project, prompts)
     except ValueError as error:
         raise WorkbenchError(f"{path.name} cannot be imported: {error}; nothing was changed.") from None
     return _merge(project, prompts, path.name)
 
 
-def _load(path: Path) -> Any:
+def _records(prompts: list[dict]) -> int:
+    """The rows a pack can add: its prompts, responses and rankings."""
+    return len(prompts) + sum(len(b["responses"]) + len(b.get("rankings", [])) for p in prompts for b in p["batches"])
+
+
+def _load(path: Path, allow_large: bool) -> Any:
     try:
+        # JSON text decodes to at most its size: the size is checked before the file is read.
+        check_size(path.name, text_bytes=path.stat().st_size, allow_large=allow_large)
         data = path.read_bytes()
     except OSError as error:
         raise WorkbenchError(f"Cannot read {path}: {error.strerror or error}.") from None
     try:
-        return json.loads(data.decode("utf-8"))
+        return parse_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError("it is not a labeling pack (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
@@ -136,10 +147,12 @@ def _check_pack(pack: Any) -> list[dict]:
             prompt["messages"] = check_prompt_messages(prompt.get("messages"))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
+        for m, message in enumerate(prompt["messages"], 1):
+            check_text(message["content"], f"{where}, message {m}")
         tags = prompt.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ValueError(f"{where}: tags must be a list of strings")
-        prompt["tags"] = clean_tags(tags)
+        prompt["tags"] = clean_tags(check_text(t, f"{where}, a tag,") for t in tags)
         for b, batch in enumerate(_list(prompt, "batches", where), 1):
             _check_batch(batch, f"{where}, batch {b}", seen)
     return prompts
@@ -154,6 +167,8 @@ def _check_batch(batch: Any, where: str, seen: set[str]) -> None:
         _uid(response, f"{where}, response {r}", seen)
         if not isinstance(response.get("text"), str) or not isinstance(response.get("generator"), dict):
             raise ValueError(f"{where}, response {r} needs a text and a generator record")
+        check_text(response["text"], f"{where}, response {r}'s text")
+        check_record(response["generator"], f"{where}, response {r}'s generator")
     if sorted(_integer(r.get("position"), f"{where}, a response position") for r in responses) \
             != list(range(len(responses))):
         raise ValueError(f"{where}: the response positions must be 0 to {len(responses) - 1}, each once")
@@ -161,32 +176,39 @@ def _check_batch(batch: Any, where: str, seen: set[str]) -> None:
     uids = sorted(r["uid"] for r in responses)
     annotators = set()
     for k, ranking in enumerate(_list(batch, "rankings", where, optional=True), 1):
-        here = f"{where}, ranking {k}"
-        if not isinstance(ranking, dict):
-            raise ValueError(f"{here} is not an object")
-        annotator = ranking.get("annotator")
-        if not isinstance(annotator, str) or not annotator.strip() or annotator in annotators:
-            raise ValueError(f"{here} needs an annotator name of its own")
-        annotators.add(annotator)
-        groups = ranking.get("groups")
-        if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(u, str) for u in g)
-                                                   for g in groups):
-            raise ValueError(f"{here}: groups must be lists of response uids")
-        try:
-            check_ranking(groups)
-        except ValueError as error:
-            raise ValueError(f"{here}: {error}") from None
-        if sorted(u for g in groups for u in g) != uids:
-            raise ValueError(f"{here} does not rank exactly the responses of its batch")
-        shown = ranking.get("shown_order", [])
-        if not isinstance(shown, list) or (shown and sorted(u for u in shown if isinstance(u, str)) != uids):
-            raise ValueError(f"{here}: shown_order must list each response of its batch once")
-        if not isinstance(ranking.get("all_bad", False), bool):
-            raise ValueError(f"{here}: all_bad must be true or false")
-        for key in ("seconds_spent", "created_at", "updated_at"):
-            value = ranking.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{here}: {key} must be a number of seconds")
+        _check_ranking(ranking, f"{where}, ranking {k}", uids, annotators)
+
+
+def _check_ranking(ranking: Any, here: str, uids: list[str], annotators: set[str]) -> None:
+    """One ranking of a batch whose response uids are `uids` (sorted); `annotators` so far."""
+    if not isinstance(ranking, dict):
+        raise ValueError(f"{here} is not an object")
+    annotator = ranking.get("annotator")
+    if not isinstance(annotator, str) or not annotator.strip() or annotator in annotators:
+        raise ValueError(f"{here} needs an annotator name of its own")
+    annotators.add(check_text(annotator, f"{here}'s annotator"))
+    groups = ranking.get("groups")
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(u, str) for u in g)
+                                               for g in groups):
+        raise ValueError(f"{here}: groups must be lists of response uids")
+    try:
+        check_ranking(groups)
+    except ValueError as error:
+        raise ValueError(f"{here}: {error}") from None
+    if sorted(u for g in groups for u in g) != uids:
+        raise ValueError(f"{here} does not rank exactly the responses of its batch")
+    shown = ranking.get("shown_order", [])
+    # Exactly the batch's uids, each once, or empty: anything else would name no response.
+    if not isinstance(shown, list) or (shown and (not all(isinstance(u, str) for u in shown)
+                                                  or sorted(shown) != uids)):
+        raise ValueError(f"{here}: shown_order must list each response of its batch once")
+    if not isinstance(ranking.get("all_bad", False), bool):
+        raise ValueError(f"{here}: all_bad must be true or false")
+    for key in ("seconds_spent", "created_at", "updated_at"):
+        seconds = finite_float(ranking.get(key))
+        if seconds is None or seconds < 0:
+            raise ValueError(f"{here}: {key} must be a number of seconds")
+        ranking[key] = seconds
 
 
 def _list(container: dict, key: str, where: str, optional: bool = False) -> list:
@@ -203,8 +225,8 @@ def _uid(item: Any, where: str, seen: set[str]) -> None:
     if not isinstance(uid, str) or not uid.strip():
         raise ValueError(f"{where} has no uid")
     if uid in seen:
-        raise ValueError(f"{where} repeats the uid {uid}")
-    seen.add(uid)
+        raise ValueError(f"{where} repeats the uid {quote(uid)}")
+    seen.add(check_text(uid, f"{where}'s uid"))
 
 
 def _integer(value: Any, where: str) -> int:
@@ -225,9 +247,10 @@ def _check_against(project: Project, prompts: list[dict]) -> None:
             uids = {r["uid"] for r in batch["responses"]}
             for uid in uids:
                 if uid in owner and owner[uid] != (batch["uid"], prompt["uid"]):
-                    raise ValueError(f"response {uid} is already in the project under a different prompt or batch")
+                    raise ValueError(f"response {quote(uid)} is already in the project under a different prompt "
+                                     "or batch")
             if batch["uid"] in batch_responses and batch_responses[batch["uid"]] != uids:
-                raise ValueError(f"batch {batch['uid']} holds different responses in the project")
+                raise ValueError(f"batch {quote(batch['uid'])} holds different responses in the project")
 
 
 def _merge(project: Project, prompts: list[dict], source: str) -> dict:

@@ -55,7 +55,10 @@ from typing import Any
 from workbench.data.preferences import ranking_to_pairs
 from workbench.data.prompts import canonical, check_prompt_messages, clean_tags
 from workbench.data.rankings import Batch, RankingStore, check_groups
-from workbench.data.sft_formats import RowError, _kind, _messages, _read_jsonl, _read_parquet, _write_bytes
+from workbench.data.sft_formats import (
+    RowError, _keys, _kind, _messages, _read_jsonl, _read_parquet, _write_bytes, readable,
+)
+from workbench.data.untrusted import check_record, check_text, finite_float, parse_json, quote
 from workbench.errors import WorkbenchError
 from workbench.project import Project
 
@@ -202,18 +205,20 @@ class PreferenceImport:
     total_rows: int
 
 
-def read_preferences(path) -> PreferenceImport:
-    """Every row of a JSONL, JSON-array or Parquet file as PreferenceItems and RowErrors."""
+def read_preferences(path, allow_large: bool = False) -> PreferenceImport:
+    """Every row of a JSONL, JSON-array or Parquet file as PreferenceItems and RowErrors.
+    ImportTooLarge for more than untrusted.py's cap of rows or text, unless `allow_large`."""
     path = Path(path)
     container = _container(path)
     if not path.is_file():
         raise WorkbenchError(f"{path} does not exist.")
-    unit, rows, _ = _read_parquet(path) if container == "parquet" else _read_jsonl(path)
+    read = _read_parquet if container == "parquet" else _read_jsonl
+    unit, rows, _ = read(path, allow_large)
     items, errors = [], []
     for number, raw in rows:
         where = f"{unit} {number}"
         try:
-            record = json.loads(raw) if unit == "line" else raw
+            record = parse_json(raw) if unit == "line" else readable(raw)
             items.append(_item(record, number, where))
         except json.JSONDecodeError as error:
             errors.append(RowError(number, f"{where}: this is not valid JSON ({error.msg} at column {error.colno})"))
@@ -234,25 +239,27 @@ def _item(record: Any, number: int, where: str) -> PreferenceItem:
     annotator = record.get("annotator")
     if annotator is not None and (not isinstance(annotator, str) or not annotator.strip()):
         raise ValueError('"annotator" must be a non-empty string')
-    item.annotator = annotator.strip() if annotator else None
+    item.annotator = check_text(annotator.strip(), '"annotator"') if annotator else None
     tags = record.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ValueError('"tags" must be a list of strings')
-    item.tags = clean_tags(tags)
+    item.tags = clean_tags(check_text(t, '"tags"') for t in tags)
     return item
 
 
 def _pair_item(record: dict, number: int, where: str) -> PreferenceItem:
     prompt, chosen, rejected = record.get("prompt"), record.get("chosen"), record.get("rejected")
     if chosen is None or rejected is None:
-        found = ", ".join(f'"{key}"' for key in record) or "none"
         raise ValueError('the record has neither "chosen" and "rejected" nor "responses" and "ranking" '
-                         f"(it has {found})")
+                         f"(it has {_keys(record)})")
     if isinstance(chosen, str) and isinstance(rejected, str):
+        check_text(chosen, '"chosen"')
+        check_text(rejected, '"rejected"')
         if prompt is None:
             kind, (messages, replies) = "hh", _from_transcripts(chosen, rejected)
         elif isinstance(prompt, str):
-            kind, messages, replies = "standard", _prompt([{"role": "user", "content": prompt}]), (chosen, rejected)
+            messages = _prompt([{"role": "user", "content": check_text(prompt, '"prompt"')}])
+            kind, replies = "standard", (chosen, rejected)
         else:
             raise ValueError(f'"prompt" is {_kind(prompt)} but "chosen" and "rejected" are strings')
     elif isinstance(chosen, list) and isinstance(rejected, list):
@@ -318,7 +325,7 @@ def _kway_item(record: dict, number: int, where: str) -> PreferenceItem:
     prompt = record.get("prompt")
     if isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
-    messages = _prompt(_messages(prompt, "prompt"))
+    messages = _prompt(_messages(prompt, "prompt"))  # _messages checks each content is storable text
     responses = record.get("responses")
     if not isinstance(responses, list) or not responses:
         raise ValueError('"responses" must be a non-empty list')
@@ -332,8 +339,9 @@ def _kway_item(record: dict, number: int, where: str) -> PreferenceItem:
     except ValueError as error:
         raise ValueError(f'"ranking" is not valid: {error} (indices 0 to {count - 1})') from None
     shown = record.get("shown_order") or None
-    if shown is not None and (not isinstance(shown, list)
-                              or sorted(i for i in shown if _is_int(i)) != list(range(count))):
+    # Exactly the indices 0..count-1, each once: anything else would name no response.
+    if shown is not None and (not isinstance(shown, list) or not all(_is_int(i) for i in shown)
+                              or sorted(shown) != list(range(count))):
         raise ValueError(f'"shown_order" must list each response index 0 to {count - 1} once')
     all_bad = record.get("all_bad") or False
     if not isinstance(all_bad, bool):
@@ -349,18 +357,22 @@ def _kway_item(record: dict, number: int, where: str) -> PreferenceItem:
 
 
 def _response(item: Any, number: int) -> dict:
+    where = f'"responses" item {number}'
     if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-        raise ValueError(f'"responses" item {number} needs a "text" string')
+        raise ValueError(f'{where} needs a "text" string')
     generator = item.get("generator")
     if isinstance(generator, str):  # Parquet keeps it as JSON text
         try:
-            generator = json.loads(generator)
+            generator = parse_json(generator)
         except json.JSONDecodeError:
-            raise ValueError(f'"responses" item {number} has a "generator" that is text but not JSON') from None
+            raise ValueError(f'{where} has a "generator" that is text but not JSON') from None
+        except ValueError as error:
+            raise ValueError(f'{where} "generator" cannot be read: {error}') from None
     if generator is not None and not isinstance(generator, dict):
-        raise ValueError(f'"responses" item {number} has a "generator" that is not an object')
-    return {"text": item["text"], "generator": generator,
-            "uid": _optional_uid(item.get("uid"), f'"responses" item {number} "uid"')}
+        raise ValueError(f'{where} has a "generator" that is not an object')
+    check_record(generator, f'{where} "generator"')  # stored whole, as JSON
+    return {"text": check_text(item["text"], f'{where} "text"'), "generator": generator,
+            "uid": _optional_uid(item.get("uid"), f'{where} "uid"')}
 
 
 def _is_int(value: Any) -> bool:
@@ -371,9 +383,10 @@ def _number(record: dict, key: str) -> float | None:
     value = record.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f'"{key}" must be a number')
-    return float(value)
+    number = finite_float(value)  # NaN, Infinity and 10**400 cannot be stored as a time
+    if number is None:
+        raise ValueError(f'"{key}" must be a finite number')
+    return number
 
 
 def _optional_uid(value: Any, name: str) -> str | None:
@@ -381,7 +394,7 @@ def _optional_uid(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
-    return value
+    return check_text(value, name)
 
 
 # ---------------------------------------------------------------- import
@@ -399,13 +412,14 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
-def import_preferences(project: Project, path, valid_only: bool = False) -> dict:
+def import_preferences(project: Project, path, valid_only: bool = False, allow_large: bool = False) -> dict:
     """Import a preference file in one transaction; see the module docstring for ids and merging.
 
     Any invalid row (unreadable, or in conflict with the project) stops the import with nothing
-    changed, unless `valid_only`, which imports the other rows."""
+    changed, unless `valid_only`, which imports the other rows. More than untrusted.py's cap of
+    rows or text is refused (ImportTooLarge) unless `allow_large`."""
     path = Path(path)
-    result = read_preferences(path)
+    result = read_preferences(path, allow_large)
     if not result.total_rows:
         raise WorkbenchError(f"{path.name} holds no preference rows.")
     plan = _Plan(project, path.name)
@@ -460,13 +474,13 @@ class _Plan:
         known = self.batches.get(batch)
         if known is not None:
             if known[0] != prompt_uid:
-                raise ValueError(f"batch {batch} already belongs to another prompt")
+                raise ValueError(f"batch {quote(batch)} already belongs to another prompt")
             if len(known[1]) != len(uids) or (any(r["uid"] for r in item.responses) and known[1] != uids):
-                raise ValueError(f"batch {batch} already holds different responses")
+                raise ValueError(f"batch {quote(batch)} already holds different responses")
         else:
             for uid in uids:
                 if uid in self.response_batch or uids.count(uid) > 1:
-                    raise ValueError(f"response {uid} is already in another batch")
+                    raise ValueError(f"response {quote(uid)} is already in another batch")
         # Checked: now record it.
         if prompt_uid not in self.prompt_uids:
             self.prompt_uids.add(prompt_uid)
@@ -485,7 +499,8 @@ class _Plan:
         if item.prompt_uid:
             planned = self.new_prompts.get(item.prompt_uid)
             if planned is not None and canonical(planned.messages) != key:
-                raise ValueError(f"prompt {item.prompt_uid} appears earlier in the file with another conversation")
+                raise ValueError(f"prompt {quote(item.prompt_uid)} appears earlier in the file with another "
+                                 "conversation")
             if item.prompt_uid in self.prompt_uids:
                 return item.prompt_uid
         if key in self.uid_by_messages:

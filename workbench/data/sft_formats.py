@@ -7,21 +7,25 @@ that is what we read and write: data goes to and from TRL, `datasets` and other 
 
 Import never stops at a bad row: every valid row becomes an example and every bad one a RowError
 naming its line or row, so the user can fix the file and try again. Only a file that cannot be read
-at all raises WorkbenchError. Every export is atomic: a failed write never leaves half a file.
+at all raises WorkbenchError, and one over the size cap ImportTooLarge (see untrusted.py: files are
+untrusted, and every value is checked before it is stored). Every export is atomic: a failed write
+never leaves half a file.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.data.untrusted import check_size, check_text, parse_json, quote, row_limit
 from workbench.errors import WorkbenchError
 from workbench.paths import write_atomically
 
@@ -44,6 +48,18 @@ class RowError:
 
     def __str__(self) -> str:
         return self.message
+
+
+class UnreadableRow(ValueError):
+    """Stands for a row a columnar file holds but Python cannot (text that is not UTF-8, a date out
+    of range): readers put it in the row's place, so that row alone becomes a RowError."""
+
+
+def readable(raw: Any) -> Any:
+    """A raw row as read; an UnreadableRow raises its ValueError, for the row loop to record."""
+    if isinstance(raw, UnreadableRow):
+        raise raw
+    return raw
 
 
 @dataclass
@@ -91,8 +107,13 @@ def normalise_row(row: dict) -> list[dict]:
         return _from_prompt_completion(row.get("prompt"), row.get("completion"))
     if row.get("text") is not None:
         return _from_text(row["text"])
-    found = ", ".join(f'"{key}"' for key in row) or "none"
-    raise ValueError(f'the record has no "messages", "prompt" and "completion", or "text" key (it has {found})')
+    raise ValueError(f'the record has no "messages", "prompt" and "completion", or "text" key (it has {_keys(row)})')
+
+
+def _keys(record: dict) -> str:
+    """The keys a record has, for a message: the first ten, each cut short (the file may be hostile)."""
+    shown = [quote(key) if isinstance(key, str) else str(key) for key in list(record)[:10]]
+    return ", ".join(shown + (["..."] if len(record) > 10 else [])) or "none"
 
 
 def _json_list(value: Any, key: str) -> Any:
@@ -102,9 +123,11 @@ def _json_list(value: Any, key: str) -> Any:
     if not value.strip():
         raise ValueError(f'"{key}" is empty')
     try:
-        return json.loads(value)
+        return parse_json(value)
     except json.JSONDecodeError as error:
         raise ValueError(f'"{key}" is text but not valid JSON ({error.msg} at column {error.colno})') from None
+    except ValueError as error:
+        raise ValueError(f'"{key}" cannot be read: {error}') from None
 
 
 def _messages(value: Any, key: str) -> list[dict]:
@@ -118,12 +141,20 @@ def _message(item: Any, where: str) -> dict:
         raise ValueError(f"{where} is {_kind(item)}, not an object")
     role, content = item.get("role"), item.get("content")
     if role not in ROLES:
-        shown = "no role" if role is None else f"role {json.dumps(role, ensure_ascii=False, default=str)}"
-        raise ValueError(f"{where} has {shown}; roles are {', '.join(ROLES)}")
+        raise ValueError(f"{where} has {_shown_role(role)}; roles are {', '.join(ROLES)}")
     if not isinstance(content, str):
         shown = "no content" if content is None else f"content that is {_kind(content)}, not a string"
         raise ValueError(f"{where} has {shown}")
-    return {"role": role, "content": content}
+    return {"role": role, "content": check_text(content, f"{where} content")}
+
+
+def _shown_role(role: Any) -> str:
+    # Quote a short text; name anything else by its kind (a list could nest too deeply to print).
+    if role is None:
+        return "no role"
+    if isinstance(role, str) and len(role) <= 40:
+        return f"role {quote(role)}"
+    return f"a role that is {_kind(role)}"
 
 
 def _with_assistant(messages: list[dict]) -> list[dict]:
@@ -140,7 +171,8 @@ def _from_prompt_completion(prompt: Any, completion: Any) -> list[dict]:
     if isinstance(prompt, str) and isinstance(completion, str):
         if not completion.strip():
             raise ValueError('"completion" is empty')
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        return [{"role": "user", "content": check_text(prompt, '"prompt"')},
+                {"role": "assistant", "content": check_text(completion, '"completion"')}]
     if isinstance(prompt, list) and isinstance(completion, list):
         if not completion:
             raise ValueError('"completion" is empty')
@@ -156,7 +188,7 @@ def _from_text(text: Any) -> list[dict]:
         raise ValueError(f'"text" is {_kind(text)}, not a string')
     if not text.strip():
         raise ValueError('"text" is empty')
-    return [{"role": "assistant", "content": text}]
+    return [{"role": "assistant", "content": check_text(text, '"text"')}]
 
 
 def _kind(value: Any) -> str:
@@ -222,64 +254,93 @@ def _is_text(messages: list[dict]) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def read_sft_file(path) -> ImportResult:
-    """Every row of a JSONL, JSON, CSV, Parquet file or datasets folder, as examples and RowErrors."""
+def read_sft_file(path, allow_large: bool = False) -> ImportResult:
+    """Every row of a JSONL, JSON, CSV, Parquet file or datasets folder, as examples and RowErrors.
+    ImportTooLarge for more than untrusted.py's cap of rows or text, unless `allow_large`."""
     path = Path(path)
     container = container_for(path)
     if not path.exists():
         raise WorkbenchError(f"{path} does not exist.")
     if path.is_file() and path.stat().st_size == 0:
         return ImportResult(examples=[], errors=[], container=container, total_rows=0)
-    unit, rows, to_messages = _READERS[container](path)
+    unit, rows, to_messages = _READERS[container](path, allow_large)
     examples, errors = [], []
     for number, raw in rows:
         try:
-            examples.append(to_messages(raw))
+            examples.append(to_messages(readable(raw)))
         except ValueError as error:
             errors.append(RowError(number, f"{unit} {number}: {error}"))
     return ImportResult(examples=examples, errors=errors, container=container, total_rows=len(rows))
 
 
-# Each reader returns how rows are named in errors, the numbered raw rows, and how to turn one into messages.
+# Each reader (of a path, and allow_large) returns how rows are named in errors, the numbered raw
+# rows, and how to turn one into messages. Each refuses more rows or text than the cap before it
+# reads them, as early as its container allows.
 _Rows = tuple[str, list[tuple[int, Any]], Callable[[Any], list[dict]]]
 
 
-def _read_jsonl(path: Path) -> _Rows:
-    text = _read_text(path)
+def _read_jsonl(path: Path, allow_large: bool = False) -> _Rows:
+    text = _read_text(path, allow_large)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        return "row", list(enumerate(_json_array(text, path), 1)), normalise_row
-    # Split on "\n" only: str.splitlines would also split on U+2028, which JSON strings may hold raw.
-    lines = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+        records = _json_array(text, path)
+        check_size(path.name, rows=len(records), allow_large=allow_large)
+        return "row", list(enumerate(records, 1)), normalise_row
+    # Lines are counted as they are split: a file of many short lines takes far more memory as
+    # Python strings than as text, so a reader stops one past the cap.
+    lines = list(itertools.islice(_numbered_lines(text), _one_past(row_limit(allow_large))))
+    check_size(path.name, rows=len(lines), allow_large=allow_large)
     return "line", lines, _from_json_line
+
+
+def _one_past(limit: int | None) -> int | None:
+    return None if limit is None else limit + 1
+
+
+def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line that is not blank. Split on "\n" only: str.splitlines
+    would also split on U+2028, which JSON strings may hold raw."""
+    start = 0
+    for number in itertools.count(1):
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.strip():
+            yield number, line
+        if end < 0:
+            return
+        start = end + 1
 
 
 def _json_array(text: str, path: Path) -> list:
     try:
-        return json.loads(text)
+        records = parse_json(text)
     except json.JSONDecodeError as error:
         raise WorkbenchError(
             f"Cannot read {path}: it starts like a JSON array but is not valid JSON "
             f"({error.msg} at line {error.lineno}, column {error.colno})."
         ) from None
+    except ValueError as error:
+        raise WorkbenchError(f"Cannot read {path}: {error}.") from None
+    return records
 
 
 def _from_json_line(line: str) -> list[dict]:
     try:
-        record = json.loads(line)
+        record = parse_json(line)
     except json.JSONDecodeError as error:
         raise ValueError(f"this is not valid JSON ({error.msg} at column {error.colno})") from None
     return normalise_row(record)
 
 
-def _read_csv(path: Path) -> _Rows:
-    text = _read_text(path)
+def _read_csv(path: Path, allow_large: bool = False) -> _Rows:
+    text = _read_text(path, allow_large)
     # Whole conversations as JSON can exceed the csv module's default 128 KiB cell limit.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        records = list(reader)
+        records = list(itertools.islice(reader, _one_past(row_limit(allow_large))))  # as for JSONL lines
     except csv.Error as error:
         raise WorkbenchError(f"Cannot read {path} as CSV: {error}.") from None
+    check_size(path.name, rows=len(records), allow_large=allow_large)
     if reader.fieldnames is None:
         return "row", [], normalise_row
     columns = _csv_columns(path, reader.fieldnames)
@@ -294,7 +355,7 @@ def _csv_columns(path: Path, fieldnames: list[str]) -> dict[str, str]:
     for columns in _COLUMNS.values():
         if all(column in headers for column in columns):
             return {column: headers[column] for column in columns}
-    found = ", ".join(f'"{name}"' for name in headers) or "none"
+    found = _keys(headers)
     raise WorkbenchError(
         f'{path} has the columns {found}; an SFT CSV needs a "messages" column, '
         '"prompt" and "completion" columns, or a "text" column.'
@@ -311,15 +372,17 @@ def _messages_or_text(cell: Any) -> Any:
     if not isinstance(cell, str) or not cell.lstrip().startswith("["):
         return cell
     try:
-        value = json.loads(cell)
-    except json.JSONDecodeError:
+        value = parse_json(cell)
+    except ValueError:  # not JSON (or too deep to read): then it is plain text
         return cell
     return value if isinstance(value, list) and all(isinstance(item, dict) for item in value) else cell
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, allow_large: bool) -> str:
+    # A text file decodes to at most its size in UTF-8, so its size is checked before reading it.
     # Decode the bytes ourselves: text mode would turn "\r\n" inside quoted CSV cells into "\n".
     try:
+        check_size(path.name, text_bytes=path.stat().st_size, allow_large=allow_large)
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise WorkbenchError(f"Cannot read {path}: it is not UTF-8 text.") from None
@@ -327,18 +390,52 @@ def _read_text(path: Path) -> str:
         raise WorkbenchError(f"Cannot read {path}: {error.strerror or error}.") from None
 
 
-def _read_parquet(path: Path) -> _Rows:
+def _read_parquet(path: Path, allow_large: bool = False) -> _Rows:
     import pyarrow as pa  # imported here: the CLI and GUI start faster without it
     import pyarrow.parquet as pq
 
     try:
-        records = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError):
+        with pq.ParquetFile(path) as parquet:
+            # Compressed pages can expand a thousandfold: the footer says how far, before any is read.
+            meta = parquet.metadata
+            check_size(path.name, rows=meta.num_rows, allow_large=allow_large)
+            check_size(path.name, text_bytes=sum(meta.row_group(i).total_byte_size
+                                                 for i in range(meta.num_row_groups)), allow_large=allow_large)
+            records = _arrow_rows(parquet.iter_batches(batch_size=_BATCH_ROWS), path.name, allow_large)
+    except (pa.ArrowException, OSError, UnicodeDecodeError):
         raise WorkbenchError(f"Cannot read {path}: it is not a Parquet file, or it is damaged.") from None
     return "row", list(enumerate(records, 1)), normalise_row
 
 
-def _read_datasets(path: Path) -> _Rows:
+_BATCH_ROWS = 256  # rows decoded at a time: the most decoded past the cap before it is noticed
+
+
+def _arrow_rows(batches, name: str, allow_large: bool) -> list[Any]:
+    """Arrow batches (or tables) as row dicts, the text counted as it is decoded: dictionary
+    encoding can repeat one long value in every row without the footer's sizes showing it."""
+    rows, size = [], 0
+    for batch in batches:
+        size += batch.nbytes
+        check_size(name, text_bytes=size, allow_large=allow_large)
+        try:
+            rows += batch.to_pylist()
+        except Exception:  # noqa: BLE001 - some value Python cannot hold: find its rows, one by one
+            rows += [_arrow_row(batch.slice(i, 1)) for i in range(batch.num_rows)]
+    return rows
+
+
+def _arrow_row(batch) -> Any:
+    try:
+        return batch.to_pylist()[0]
+    except UnicodeDecodeError:
+        return UnreadableRow("a value cannot be read (text that is not UTF-8)")
+    # pyarrow raises whatever Python's constructors do: ValueError for a date out of range, and so on.
+    except Exception as error:  # noqa: BLE001
+        said = " ".join(str(error).split())[:200]  # on one line: it goes into a one-line message
+        return UnreadableRow(f"a value cannot be read ({type(error).__name__}: {said})")
+
+
+def _read_datasets(path: Path, allow_large: bool = False) -> _Rows:
     import datasets  # imported here: it takes most of a second
     import pyarrow as pa
 
@@ -348,7 +445,8 @@ def _read_datasets(path: Path) -> _Rows:
             if not loaded:
                 return "row", [], normalise_row
             loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-        records = loaded.to_list()
+        check_size(path.name, rows=loaded.num_rows, text_bytes=loaded.data.nbytes, allow_large=allow_large)
+        records = _arrow_rows(loaded.with_format("arrow").iter(batch_size=_BATCH_ROWS), path.name, allow_large)
     # A folder that is not a saved dataset, or a damaged one, surfaces as any of these.
     except (OSError, ValueError, KeyError, IndexError, pa.ArrowException):
         raise WorkbenchError(
@@ -357,7 +455,7 @@ def _read_datasets(path: Path) -> _Rows:
     return "row", list(enumerate(records, 1)), normalise_row
 
 
-_READERS: dict[str, Callable[[Path], _Rows]] = {
+_READERS: dict[str, Callable[[Path, bool], _Rows]] = {
     "jsonl": _read_jsonl,
     "csv": _read_csv,
     "parquet": _read_parquet,
