@@ -221,6 +221,7 @@ def explain_sqlite_error(error: sqlite3.Error, path: Path, doing: str) -> Projec
     """One sentence for `error`, met while `doing` ("open", "save to") the project at `path`,
     that blames the file only when the file is at fault."""
     code = getattr(error, "sqlite_errorcode", None)
+    error = " ".join(str(error).split())[:300]  # SQLite may quote a multi-line schema
     primary = code & 0xFF if isinstance(code, int) else None
     if primary in NOT_THE_FILES_FAULT:
         reason = NOT_THE_FILES_FAULT[primary]
@@ -477,7 +478,13 @@ class Project:
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as error:
+                # Text that is not UTF-8 (the checks at opening read only what they check).
+                if "decode" not in str(error).lower():
+                    raise
+                raise ProjectError(f"{self.path.name} is damaged ({error}); restore it from a backup.") from None
 
     def execute(self, sql: str, params: tuple | dict = ()) -> int:
         """Run one write; it is committed when this returns (unless inside `transaction()`)."""

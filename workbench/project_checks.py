@@ -25,6 +25,8 @@ JSON_COLUMNS = {
     ("rankings", "shown_order"): "array",
     ("runs", "config"): "object",
 }
+# JSON records with numbers in them, where a number thousands of digits long can hide.
+SMALL_RECORDS = {("meta", "value"), ("responses", "generator"), ("runs", "config")}
 RUN_KINDS = ("sft", "rm", "ppo")
 RUN_STATUSES = ("running", "paused", "finished", "stopped", "failed")
 LARGEST_FINITE = 1.7976931348623157e308
@@ -50,10 +52,15 @@ def reference_columns(version: int, migrate: Callable[[sqlite3.Connection, int],
 def check(conn: sqlite3.Connection, expected: dict[str, list[tuple]], limit: int = 3) -> list[str]:
     """Problems of the open (read-only) file `conn`, at most `limit`; [] when it is sound."""
     problems: list[str] = []
-    for problem in _all_problems(conn, expected):
-        problems.append(problem)
-        if len(problems) >= limit:
-            break
+    try:
+        for problem in _all_problems(conn, expected):
+            problems.append(" ".join(problem.split())[:300])  # one line, whatever SQLite says
+            if len(problems) >= limit:
+                break
+    except (UnicodeDecodeError, sqlite3.OperationalError) as error:
+        if "decode" not in str(error).lower() and not isinstance(error, UnicodeDecodeError):
+            raise
+        problems.append("it holds text that is not UTF-8")
     return problems
 
 
@@ -85,6 +92,8 @@ def _all_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) ->
         yield f"row {rowid} of {table} refers to a {parent} row that does not exist"
     yield from _type_problems(conn, expected)
     yield from _json_problems(conn, expected)
+    yield from _python_json_problems(conn, expected)
+    yield from _conversation_problems(conn, expected)
     if "shown_order" in [c[0] for c in expected.get("rankings", [])]:  # labeling came with format 4
         yield from _meaning_problems(conn)
 
@@ -135,6 +144,44 @@ def _json_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) -
         yield f"its base model setting is a JSON {row[0]}, not an object"
 
 
+def _python_json_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) -> Iterable[str]:
+    """What SQLite's JSON accepts but Python cannot hold: an escaped lone surrogate ("\\ud800")
+    and integers of thousands of digits. Only cells that could hold one are parsed here:
+    those with a \\u escape (our writers escape little), or long ones in the small records."""
+    from workbench.data.untrusted import check_record, parse_json
+
+    for (table, column), _kind in JSON_COLUMNS.items():
+        if column not in [c[0] for c in expected.get(table, [])]:
+            continue
+        long_ = f' OR length("{column}") > 4000' if (table, column) in SMALL_RECORDS else ""
+        rows = conn.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE instr("{column}", \'\\u\') > 0{long_}')
+        for row_id, text in rows:
+            try:
+                check_record(parse_json(text), f"{table}.{column} of row {row_id}")
+            except ValueError as error:
+                yield str(error)
+                return
+
+
+def _conversation_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) -> Iterable[str]:
+    """Conversations are lists of {role, content} objects with text in both; tags are text."""
+    for table in ("sft_examples", "prompts"):
+        if "messages" not in [c[0] for c in expected.get(table, [])]:
+            continue
+        row = conn.execute(f"""
+            SELECT t.rowid FROM "{table}" t, json_each(t.messages) m
+            WHERE t.messages != '' AND (m.type != 'object' OR json_type(m.value, '$.role') IS NOT 'text'
+               OR json_extract(m.value, '$.role') NOT IN ('system', 'user', 'assistant')
+               OR json_type(m.value, '$.content') IS NOT 'text')
+            LIMIT 1""").fetchone()
+        if row:
+            yield f"{table}.messages of row {row[0]} is not a list of {{role, content}} turns"
+    if "tags" in [c[0] for c in expected.get("prompts", [])]:
+        row = conn.execute("SELECT p.id FROM prompts p, json_each(p.tags) t WHERE t.type != 'text' LIMIT 1").fetchone()
+        if row:
+            yield f"the tags of prompt {row[0]} are not all text"
+
+
 def _meaning_problems(conn: sqlite3.Connection) -> Iterable[str]:
     row = conn.execute(f"SELECT id, kind, status FROM runs WHERE kind NOT IN {RUN_KINDS} "
                        f"OR status NOT IN {RUN_STATUSES} LIMIT 1").fetchone()
@@ -143,12 +190,15 @@ def _meaning_problems(conn: sqlite3.Connection) -> Iterable[str]:
     # Every id a ranking names (in its groups and its shown order) is a response of its own batch.
     row = conn.execute("""
         SELECT r.id FROM rankings r
-        WHERE EXISTS (SELECT 1 FROM json_each(r.ranking) g, json_each(g.value) x
-                      WHERE g.type != 'array' OR x.type != 'integer'
+        WHERE json_array_length(r.ranking) = 0
+           OR EXISTS (SELECT 1 FROM json_each(r.ranking) g WHERE g.type != 'array' OR json_array_length(g.value) = 0)
+           OR (SELECT COUNT(*) - COUNT(DISTINCT x.value) FROM json_each(r.ranking) g, json_each(g.value) x) != 0
+           OR EXISTS (SELECT 1 FROM json_each(r.ranking) g, json_each(g.value) x
+                      WHERE x.type != 'integer'
                          OR NOT EXISTS (SELECT 1 FROM responses s WHERE s.id = x.value AND s.batch = r.batch))
            OR EXISTS (SELECT 1 FROM json_each(r.shown_order) x
                       WHERE x.type != 'integer'
                          OR NOT EXISTS (SELECT 1 FROM responses s WHERE s.id = x.value AND s.batch = r.batch))
         LIMIT 1""").fetchone()
     if row:
-        yield f"ranking {row[0]} names a response that is not in its batch"
+        yield f"ranking {row[0]} is not a list of groups of its own batch's responses"

@@ -49,6 +49,21 @@ HAND_EDITS = {
     "ranking naming a missing response": ["UPDATE rankings SET ranking = '[[1], [99]]'"],
     "ranking groups not lists": ["UPDATE rankings SET ranking = '[1, 2]'"],
     "shown order naming another batch": ["UPDATE rankings SET shown_order = '[1, 7]'"],
+    "an escaped lone surrogate in meta": ["UPDATE meta SET value = '\"\\ud800\"' WHERE key = 'name'"],
+    "a number of 5,000 digits in meta": ["UPDATE meta SET value = '" + "9" * 5000 + "' WHERE key = 'name'"],
+    "an escaped lone surrogate in a turn": ["UPDATE prompts SET messages = "
+                                            "'[{\"role\": \"user\", \"content\": \"\\udfff\"}]'"],
+    "ranking with an empty group": ["UPDATE rankings SET ranking = '[[1, 2], []]'"],
+    "empty ranking": ["UPDATE rankings SET ranking = '[]'"],
+    "ranking naming a response twice": ["UPDATE rankings SET ranking = '[[1], [1]]'"],
+    "a schema SQLite cannot parse": ["PRAGMA writable_schema = ON",
+                                     "UPDATE sqlite_master SET sql = replace(sql, 'seconds_spent REAL,', "
+                                     "'seconds_spent REAL,\n `') WHERE name = 'rankings'"],
+    "a turn that is not an object": ["UPDATE prompts SET messages = '[\"hi\"]'"],
+    "a turn without its role": ["UPDATE prompts SET messages = '[{\"rolx\": \"user\", \"content\": \"hi\"}]'"],
+    "a tag that is not text": ["UPDATE prompts SET tags = '[1]'"],
+    "a multi-line damage report": ["PRAGMA writable_schema = ON",
+                                   "UPDATE sqlite_master SET rootpage = 0 WHERE name = 'prompts_by_uid'"],
     "infinite timestamp": ["UPDATE prompts SET created_at = 1e309"],
     "text where a time belongs": ["UPDATE rankings SET updated_at = 'yesterday'"],
     "messages not a list": ["UPDATE prompts SET messages = '{\"role\": \"user\"}'"],
@@ -73,6 +88,18 @@ def test_a_hand_edited_file_is_refused_and_left_as_it_was(tmp_path, capsys, stat
         err = capsys.readouterr().err.strip()
         assert err.startswith("workbench: error: p.rlhf is damaged") and "\n" not in err, err
     assert snapshot(path) == before  # byte-identical, and no -wal, -shm or backup beside it
+
+
+def test_text_that_is_not_utf8_is_a_one_line_error_where_it_is_read(tmp_path, capsys):
+    """Opening does not decode every cell (that would double the time to open a large project);
+    the command that reads the bad text says the file is damaged, on one line."""
+    path = labeled_project(tmp_path / "p.rlhf")
+    edit(path, "UPDATE responses SET text = CAST(x'c328' AS TEXT) WHERE id = 1")
+    before = snapshot(path)
+    assert main(["export", str(path), str(tmp_path / "prefs.jsonl"), "--kind", "prefs"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workbench: error: p.rlhf is damaged") and "\n" not in err, err
+    assert snapshot(path) == before
 
 
 def test_an_index_out_of_step_with_its_table_is_found(tmp_path):

@@ -257,3 +257,26 @@ def test_fuzzed_imports_are_accepted_or_refused_clearly_and_a_refusal_changes_no
         assert not outcome.broken, (case.label, outcome)
 
     check()
+
+
+def test_fuzzed_project_files_are_opened_or_refused_clearly_and_left_as_they_were(seeds):
+    """Every hand edit bench/fuzz.py knows and a fixed draw of byte damage and typed cell edits,
+    through info, import and export: one clear line and an unchanged file, or a sound project."""
+    import random
+
+    cases = list(fuzz.deterministic_project_cases(120, random.Random("ci:projects")))
+
+    @settings(derandomize=True, max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(fuzz.drawn_project_case())
+    def check_drawn(case):
+        check(case)
+
+    def check(case):
+        outcome = fuzz.run_case(case, seeds, timeout=30)
+        assert outcome.kind in ("accepted", "clear"), (case.label, outcome)
+        assert not outcome.changed, (case.label, outcome)
+
+    for case in cases:
+        check(case)
+    check_drawn()
