@@ -7,7 +7,7 @@ import time
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from workbench.config import ModelSpec
 from workbench.data.sft_formats import read_sft_file
@@ -341,3 +341,17 @@ def test_the_edit_menu_undoes_a_delete_on_the_data_page(window, tiny_project, qt
     assert undo is page.undo_action and undo.text().replace("&", "") == "Undo Delete 1 example"
     undo.trigger()
     assert page.store.count() == 2
+
+
+@pytest.mark.parametrize("answer, imported", [(QMessageBox.StandardButton.No, 0), (QMessageBox.StandardButton.Yes, 4)])
+def test_an_import_over_the_size_cap_asks_first(page, tmp_path, monkeypatch, answer, imported):
+    from workbench.data import untrusted
+
+    monkeypatch.setattr(untrusted, "MAX_IMPORT_ROWS", 3)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a: asked.append(text) or answer)
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"messages": chat(f"q{i}", "a")}) + "\n" for i in range(4)), encoding="utf-8")
+    assert page.import_file(path) == imported
+    assert page.store.count() == imported
+    assert len(asked) == 1 and "more than the 3 rows one import normally takes" in asked[0] and "--allow" not in asked[0]

@@ -75,3 +75,22 @@ def test_a_pack_round_trip_shows_agreement_and_opens_a_disagreement(window, tmp_
     page.import_pack_from(str(tmp_path / "broken.rlhfpack"))
     assert "nothing was changed" in shown[-1]
     assert project.counts()["rankings"] == 6
+
+
+def test_a_pack_over_the_size_cap_is_merged_only_if_the_user_says_so(window, tmp_path, monkeypatch):
+    from workbench.data import untrusted
+
+    mine = labeled_project(tmp_path / "mine.rlhf", "ana", [[0, 1, 2], [0, 1, 2], [2, 1, 0]])
+    export_pack(mine, tmp_path / "all.rlhfpack", with_labels=True)
+    mine.close()
+    Project.create(tmp_path / "empty.rlhf").close()
+    window.session.open_project(tmp_path / "empty.rlhf")
+    page = window.team_page
+    monkeypatch.setattr(untrusted, "MAX_IMPORT_ROWS", 5)
+    shown, answers = [], [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *a: shown.append(text))
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *a: shown.append(text) or answers.pop(0))
+    page.import_pack_from(str(tmp_path / "all.rlhfpack"))
+    assert window.session.project.counts()["prompts"] == 0 and "Import it anyway?" in shown[-1]
+    page.import_pack_from(str(tmp_path / "all.rlhfpack"))
+    assert window.session.project.counts()["prompts"] == 3 and shown[-1].startswith("Imported")

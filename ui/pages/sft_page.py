@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.data.sft_formats import ImportResult, read_sft_file, write_sft_file
+from workbench.data.untrusted import ImportTooLarge
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
 from ui.formatting import plural
@@ -409,28 +410,44 @@ class SftPage(QWidget):
         if path:
             self.import_file(path)
 
-    def import_file(self, path: str | Path, valid_only: bool | None = None) -> int | None:
+    def import_file(self, path: str | Path, valid_only: bool | None = None, allow_large: bool = False) -> int | None:
         """Import a file as one undoable step. Rows with errors: ask (valid_only=None), skip them
-        (True), or import nothing and list them (False). Returns how many were imported, or None
-        when a large file is still being read in the background."""
+        (True), or import nothing and list them (False). A file over the size cap of one import
+        is imported only if the user says so. Returns how many were imported, or None when a
+        large file is still being read in the background."""
         path = Path(path)
         if self.store is None:
             return 0
         self.save_edit()
+
+        def read() -> ImportResult | ImportTooLarge:
+            try:
+                return read_sft_file(path, allow_large=allow_large)
+            except ImportTooLarge as refusal:  # an answer to ask for, not an error to show
+                return refusal
+
         if path.is_file() and path.stat().st_size > LARGE_FILE_BYTES:
             self.status.setText(f"Reading {path.name}…")
-            self.session.run_task(lambda _should_stop: once(lambda: read_sft_file(path)),
+            self.session.run_task(lambda _should_stop: once(read),
                                   on_item=lambda result: self._add_imported(path, result, valid_only),
                                   on_error=self._warn)
             return None
         try:
-            result = read_sft_file(path)
+            result = read()
         except WorkbenchError as error:
             self._warn(str(error))
             return 0
         return self._add_imported(path, result, valid_only)
 
-    def _add_imported(self, path: Path, result: ImportResult, valid_only: bool | None) -> int:
+    def _add_imported(self, path: Path, result: ImportResult | ImportTooLarge, valid_only: bool | None) -> int | None:
+        if isinstance(result, ImportTooLarge):
+            answer = QMessageBox.question(self, "Import SFT examples", result.question,
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                          QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status.setText(f"Not imported: {path.name} is over the size of one import.")
+                return 0
+            return self.import_file(path, valid_only, allow_large=True)
         if result.errors and not self._accept_valid_rows(path, result, valid_only):
             return 0
         if not result.examples:

@@ -16,6 +16,7 @@ from workbench import app_settings
 from workbench.data.agreement import AgreementReport, agreement_report
 from workbench.data.packs import export_pack, import_pack
 from workbench.data.pref_formats import FORMATS, import_preferences, write_preferences
+from workbench.data.untrusted import ImportTooLarge
 from workbench.errors import WorkbenchError
 from ui.formatting import plural
 from ui.session import WorkbenchSession
@@ -178,7 +179,8 @@ class TeamPage(QWidget):
             self.import_pack_from(path)
 
     def import_pack_from(self, path: str) -> None:
-        self._report("Import labeling pack", lambda: counts(import_pack(self.session.project, path)))
+        self._import("Import labeling pack",
+                     lambda allow_large: counts(import_pack(self.session.project, path, allow_large=allow_large)))
 
     @Slot()
     def choose_prefs_export(self) -> None:
@@ -201,13 +203,33 @@ class TeamPage(QWidget):
             self.import_prefs_from(path)
 
     def import_prefs_from(self, path: str) -> None:
-        self._report("Import preferences", lambda: counts(import_preferences(self.session.project, path)))
+        self._import("Import preferences", lambda allow_large: counts(
+            import_preferences(self.session.project, path, allow_large=allow_large)))
+
+    def _import(self, title: str, work) -> None:
+        """`_report` for an import, `work(allow_large)`: over the size cap of one import the user
+        is asked, and a Yes runs it again without the cap."""
+        def first_try():
+            try:
+                return work(False)
+            except ImportTooLarge as refusal:
+                answer = QMessageBox.question(self, title, refusal.question,
+                                              QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                              QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    return None
+                return work(True)
+
+        self._report(title, first_try)
 
     def _report(self, title: str, work) -> None:
+        """Run `work`; its message is shown, or its error. None: the user cancelled."""
         try:
             message = work()
         except WorkbenchError as error:
             QMessageBox.warning(self, title, str(error))
+            return
+        if message is None:
             return
         self.session.project_data_changed.emit()
         self.refresh()

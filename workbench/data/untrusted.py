@@ -26,7 +26,12 @@ INT64 = (-2**63, 2**63 - 1)  # what an SQLite INTEGER holds
 
 
 class ImportTooLarge(WorkbenchError):
-    """An import over the size cap; the readers' allow_large=True (--allow-large) lifts it."""
+    """An import over the size cap; the readers' allow_large=True (--allow-large) lifts it.
+    `question` asks the same without the command line's wording, for a dialog."""
+
+    def __init__(self, message: str, question: str = ""):
+        super().__init__(message)
+        self.question = question or message
 
 
 def row_limit(allow_large: bool) -> int | None:
@@ -50,7 +55,9 @@ def check_size(name: str, rows: int | None = None, text_bytes: int | None = None
         return
     raise ImportTooLarge(f"{name} holds {found} one import takes (a file this large is often a mistake, "
                          "or a small compressed file that expands); split it, or add --allow-large "
-                         "to import it anyway.")
+                         "to import it anyway.",
+                         f"{name} holds {found} one import normally takes. A file this large is often a "
+                         "mistake, or a small compressed file that expands to gigabytes. Import it anyway?")
 
 
 def _mib(size: int) -> str:
