@@ -58,9 +58,11 @@ class ModelPage(QWidget):
         self.dtype = combo(DTYPES, OPTION_LABELS)
         self.dtype.setItemText(0, "Auto (bfloat16 on GPU, float32 on CPU)")
         self.allow_pickle = QCheckBox("Allow pickle weights (.bin/.pt)")
-        self.allow_pickle.setToolTip("Pickle files can run arbitrary code when loaded. Only for models you trust.")
+        self.allow_pickle.setToolTip("Pickle files can run arbitrary code when loaded. Only for models you trust. "
+                                     "Loading asks you once for these exact files; a project file never allows it.")
         self.trust_remote_code = QCheckBox("Trust remote code")
-        self.trust_remote_code.setToolTip("Runs Python code shipped with the model. Only for models you trust.")
+        self.trust_remote_code.setToolTip("Runs Python code shipped with the model. Only for models you trust. "
+                                          "Loading asks you once for these exact files; a project file never allows it.")
         self.load_button = QPushButton("Load model")
         self.load_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel")
