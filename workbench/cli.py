@@ -13,19 +13,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ProjectError, WorkbenchError
 from workbench.project import SUFFIX, Project
 
 
 @contextmanager
-def opened(path) -> Iterator[Project]:
+def opened(path, reading_will_do: bool = False) -> Iterator[Project]:
     """The project at `path`, closed afterwards whatever happens. Runs a killed process left
-    marked running are marked interrupted first, so every command reports them as they are."""
+    marked running are marked interrupted first, so every command reports them as they are.
+    A command that only reads (`reading_will_do`) falls back to opening the file read-only
+    where this machine cannot write beside it now (a full disk), and says so."""
     from workbench.train.runs import mark_interrupted
 
-    project = Project.open(path)
     try:
-        mark_interrupted(project)
+        project = Project.open(path)
+    except ProjectError as error:
+        if not (reading_will_do and getattr(error, "machine_side", False)):
+            raise
+        project = Project.open(path, read_only=True)
+        reason = str(error).split(". ")[0]
+        print(f"workbench: note: opened {Path(path).name} read-only, since {reason}.", file=sys.stderr)
+    try:
+        if not project.read_only:
+            mark_interrupted(project)
         yield project
     finally:
         project.close()
@@ -62,7 +72,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with opened(args.project) as project:
+    with opened(args.project, reading_will_do=True) as project:
         print(json.dumps(project.summary(), indent=2))
     return 0
 
@@ -148,14 +158,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.kind == "prefs":
         from workbench.data.pref_formats import write_preferences
 
-        with opened(args.project) as project:
+        with opened(args.project, reading_will_do=True) as project:
             count = write_preferences(project, args.out, fmt, annotator=args.annotator)
         print(f"exported {count} preference rows ({fmt}) to {args.out}")
         return 0
     if args.kind == "rm":
         from workbench.train.reward_export import export_reward_adapter, export_reward_model, reward_run_folder
 
-        with opened(args.project) as project:
+        with opened(args.project, reading_will_do=True) as project:
             run_id, adapter = reward_run_folder(project, args.run)
             spec = project.base_model
         if spec is not None and not args.adapter_only:
@@ -175,14 +185,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.kind == "policy":
         from workbench.train.policy_export import export_policy
 
-        with opened(args.project) as project:
+        with opened(args.project, reading_will_do=True) as project:
             run_id = export_policy(project, args.run, Path(args.out))
         print(f"exported the policy adapter of PPO run {run_id} to {args.out} (PeftModel.from_pretrained loads it)")
         return 0
     if args.kind == "pack":
         from workbench.data.packs import export_pack
 
-        with opened(args.project) as project:
+        with opened(args.project, reading_will_do=True) as project:
             count = export_pack(project, args.out, with_labels=args.labels, annotator=args.annotator)
         print(f"exported {count} prompts to {args.out}" + (" with labels" if args.labels else ""))
         return 0
@@ -190,7 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workbench.data.sft_formats import write_sft_file
     from workbench.data.sft_store import SftStore
 
-    with opened(args.project) as project:
+    with opened(args.project, reading_will_do=True) as project:
         examples = list(SftStore(project).all_messages())
     count = write_sft_file(examples, args.out, fmt)
     print(f"exported {count} SFT examples to {args.out}")

@@ -59,7 +59,7 @@ def disk_problem(folder: Path, error: BaseException) -> str:
         free = None
     full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
     if full or (free is not None and free < 16 << 20):
-        return f"the disk is full ({free // (1 << 20) if free is not None else 0} MB free where {folder.name} is)"
+        return f"the disk is full ({free // (1 << 20) if free is not None else 0} MB free on the disk holding {folder})"
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return getattr(error, "strerror", None) or text[:200]
 

@@ -231,8 +231,11 @@ def explain_sqlite_error(error: sqlite3.Error, path: Path, doing: str) -> Projec
             free = None
         if free is not None and free < 1 << 20 and primary in (10, 13, 14):
             reason = f"the disk is full ({free // 1024} KB free)"
-        return ProjectError(f"could not {doing} {path.name}: {reason} ({error}). The file itself was not changed "
-                            "by this; free space or fix the cause and try again.")
+        tail = ("Free space or fix the cause and try again." if doing == "create" else
+                "The file itself was not changed by this; free space or fix the cause and try again.")
+        explained = ProjectError(f"could not {doing} {path.name}: {reason} ({error}). {tail}")
+        explained.machine_side = True  # the file is fine: a read-only open may still work
+        return explained
     if primary in DAMAGED_CODES:
         return ProjectError(f"{path.name} is damaged ({error}). It was left unchanged; restore it from a backup.")
     return ProjectError(f"could not {doing} {path.name}: {error}.")
@@ -296,6 +299,7 @@ class Project:
         self.artifacts_dir = artifacts_dir_for(path)
         self._conn = conn
         self._lock = threading.RLock()
+        self.read_only = False
 
     # ---- opening and creating -------------------------------------------------------------
 
@@ -309,7 +313,7 @@ class Project:
         project = None
         had_artifacts = artifacts_dir_for(path).exists()
         try:
-            project = cls._connect(path)
+            project = cls._connect(path, "create")
             project._migrate(from_version=0)
             project.set_meta("name", name or path.stem)
             project.set_meta("created_at", time.time())
@@ -330,10 +334,14 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, path: Path | str) -> "Project":
+    def open(cls, path: Path | str, read_only: bool = False) -> "Project":
+        """Open an existing project. `read_only` opens it for reading alone (no -shm is made, so
+        it works where the disk is full); any write then raises ProjectError."""
         path = Path(path)
         version = _check_existing(path)
-        project = cls._connect(path)
+        if read_only:
+            return cls._connect_read_only(path, version)
+        project = cls._connect(path, "open")
         try:
             if version < SCHEMA_VERSION:
                 project._backup_before_migration(version)
@@ -347,7 +355,9 @@ class Project:
         return project
 
     @classmethod
-    def _connect(cls, path: Path) -> "Project":
+    def _connect(cls, path: Path, doing: str) -> "Project":
+        present = {sidecar for sidecar in _sidecars(path) if sidecar.exists()}
+        conn = None
         try:
             # isolation_level=None: each statement commits on its own unless we open a transaction.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -356,8 +366,28 @@ class Project:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as error:
-            raise explain_sqlite_error(error, path, "open") from None
+            if conn is not None:
+                conn.close()
+            for sidecar in set(_sidecars(path)) - present:  # e.g. a -shm begun on a full disk
+                sidecar.unlink(missing_ok=True)
+            raise explain_sqlite_error(error, path, doing) from None
         return cls(path, conn)
+
+    @classmethod
+    def _connect_read_only(cls, path: Path, version: int) -> "Project":
+        if version < SCHEMA_VERSION:
+            raise ProjectError(f"{path.name} is in project format {version} and must be upgraded before it is "
+                               "read, which needs room to write; free some space and try again.")
+        immutable = "&immutable=1" if not Path(f"{path}-wal").exists() else ""
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True,
+                                   isolation_level=None, check_same_thread=False, timeout=10)
+            _harden(conn)
+        except sqlite3.Error as error:
+            raise explain_sqlite_error(error, path, "read") from None
+        project = cls(path, conn)
+        project.read_only = True
+        return project
 
     def _migrate(self, from_version: int) -> None:
         with self._lock:

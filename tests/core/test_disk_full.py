@@ -128,3 +128,17 @@ def test_really_full_new_info_and_export(small_disk, tmp_path, capsys):
     assert not out.exists() and not list(small_disk.glob(".*.tmp"))
     (small_disk / "filler").unlink()
     assert (small_disk / "healthy.rlhf").read_bytes() == before or Project.open(small_disk / "healthy.rlhf")
+
+
+def test_a_project_on_a_full_disk_is_still_read(small_disk, capsys):
+    healthy = Project.create(small_disk / "healthy")
+    SftStore(healthy).add_many([EXAMPLE] * 20)
+    healthy.close()
+    fill(small_disk)
+    before = sorted(p.name for p in small_disk.iterdir())
+    assert main(["info", str(small_disk / "healthy.rlhf")]) == 0  # before: "could not open", exit 1
+    assert "opened healthy.rlhf read-only" in capsys.readouterr().err
+    assert sorted(p.name for p in small_disk.iterdir()) == before  # no -wal or -shm left behind
+    with pytest.raises(ProjectError, match="disk is full"):
+        Project.open(small_disk / "healthy.rlhf")  # a command that writes is still refused, clearly
+    assert sorted(p.name for p in small_disk.iterdir()) == before
