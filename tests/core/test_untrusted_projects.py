@@ -168,6 +168,15 @@ def test_a_project_asking_for_remote_code_is_refused_until_this_machine_allows_i
     assert result.returncode == 1 and "--trust-remote-code" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
 
+    # The user's own flag grants it, for these files, and says so; the grant is remembered.
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", "train", "sft", str(project.path),
+                             "--max-steps", "1", "--trust-remote-code"], capture_output=True, text=True,
+                            env={**os.environ})
+    assert "allowed on this machine: run the Python code shipped with the model" in result.stderr
+    assert marker.exists()
+    spec = ModelSpec(kind="folder", location=str(folder), trust_remote_code=True)
+    assert trust.pending(spec, folder) == []
+
 
 def test_a_grant_covers_exactly_the_files_it_was_given_for(code_model_dir, tmp_path):
     folder, _ = code_model_dir
