@@ -511,6 +511,15 @@ class MetricsView(QWidget):
         steps = series.steps.copy()
         raw.setData(steps, series.raw.copy())
         smooth.setData(steps, series.smoothed.copy())
+        # A line needs two points: a metric recorded once (a validation score at the end of a
+        # short run) is drawn as a dot instead of not at all.
+        lone = len(steps) == 1
+        if lone != (smooth.opts["symbol"] is not None):
+            colour = self._colours[name[0]]
+            smooth.setSymbol("o" if lone else None)
+            smooth.setSymbolSize(8)
+            smooth.setSymbolPen(pg.mkPen(colour))
+            smooth.setSymbolBrush(pg.mkBrush(colour))
 
     # ---- reading values --------------------------------------------------------------------
 

@@ -71,6 +71,13 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workbench.demo_project import ensure_demo_project
+
+    print(ensure_demo_project())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with opened(args.project, reading_will_do=True) as project:
         print(json.dumps(project.summary(), indent=2))
@@ -301,6 +308,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     new.add_argument("path", help=f"where to create it; {SUFFIX} is added if missing")
     new.add_argument("--name", help="a display name (default: the file name)")
     new.set_defaults(func=cmd_new)
+
+    demo = commands.add_parser("demo", help="print the demo project's path, creating it on first use",
+                               description="Create the demo project (customer support, with the demo model as "
+                               "its base) if it does not exist yet, and print its path, e.g. "
+                               "`workbench train sft $(workbench demo)`.")
+    demo.set_defaults(func=cmd_demo)
 
     info = commands.add_parser("info", help="print a JSON summary of a project",
                                description="Print a JSON summary: base model, counts of each kind of record, runs.")

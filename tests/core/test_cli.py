@@ -39,7 +39,7 @@ def test_bad_input_is_one_line_and_non_zero(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["new"], ["info"], ["gui"], ["screenshots"], ["import"], ["export"],
+@pytest.mark.parametrize("command", [[], ["new"], ["demo"], ["info"], ["gui"], ["screenshots"], ["import"], ["export"],
                                      ["train"], ["train", "sft"]])
 def test_every_command_has_help(command):
     result = workbench(*command, "--help")
@@ -109,3 +109,16 @@ def test_a_killed_training_process_resumes_from_its_last_checkpoint(tiny_project
     assert saved >= 6 and saved % 3 == 0 and first == saved + 1  # right after a complete checkpoint
     [run] = json.loads(workbench("info", str(tiny_project)).stdout)["runs"]
     assert run["status"] == "finished" and run["last_step"] == 300
+
+
+def test_demo_gives_a_cli_user_the_demo_project(capsys):
+    from pathlib import Path
+
+    from workbench.cli import main
+
+    assert main(["demo"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.suffix == ".rlhf" and path.is_file()
+    assert main(["info", str(path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["base_model"]["kind"] == "demo" and summary["counts"]["sft_examples"] > 0

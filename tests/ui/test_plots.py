@@ -238,3 +238,12 @@ def test_a_tiny_drift_is_not_drawn_as_a_swing_and_small_ticks_are_labelled(view,
     assert axis.tickStrings([0.0495, 0.05, 0.0505], 1.0, 5e-4) == ["0.0495", "0.05", "0.0505"]
     assert axis.tickStrings([10000.0, 12000.0], 1.0, 2000.0) == ["10000", "12000"]
     assert axis.tickStrings([0.0, 2.5, 5.0], 1.0, 2.5) == ["0", "2.5", "5"]
+
+
+def test_a_metric_with_one_point_is_drawn_as_a_dot(view, qtbot):
+    view.add_points(1, [("loss/validation", 5, 0.7)])
+    qtbot.waitUntil(lambda: not view.pending)
+    assert view.curve_items(1, "loss/validation")[1].opts["symbol"] == "o"  # before: nothing drawn
+    view.add_points(1, [("loss/validation", 10, 0.6)])
+    qtbot.waitUntil(lambda: not view.pending)
+    assert view.curve_items(1, "loss/validation")[1].opts["symbol"] is None  # a line again

@@ -1,1 +1,1 @@
-"""Training: run records and checkpoints, SFT now, reward model and PPO next."""
+"""Training: SFT, the reward model and PPO, with their run records, checkpoints and exports."""

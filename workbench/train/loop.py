@@ -1,4 +1,4 @@
-"""What every LoRA training run shares (SFT, reward model; PPO next): claiming the model and the
+"""What every LoRA training run shares (SFT, reward model, PPO): claiming the model and the
 run record, recording how a run ended, pausing and stopping between steps, checkpoints of the
 adapter (plus any extra tensors such as a reward head) with optimizer, schedule and RNG, and the
 final adapter folder.

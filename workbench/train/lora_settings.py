@@ -1,4 +1,4 @@
-"""The settings every LoRA training run shares (SFT, reward model; PPO next), as one dataclass
+"""The settings every LoRA training run shares (SFT, reward model, PPO), as one dataclass
 each kind of run extends: a docstring under each field (shown as tooltips), checks, the LoRA config."""
 
 from __future__ import annotations
