@@ -84,6 +84,9 @@ class MainWindow(QMainWindow):
         session.project_changed.connect(self._rebuild_recent_menu)
         session.model_changed.connect(self._update_status)
         session.model_loading.connect(lambda progress: self.statusBar().showMessage(progress.message, 4000))
+        # Replaces the last progress line ("Checking the model source..."), which would stay.
+        session.model_failed.connect(lambda _message: self.statusBar().showMessage(
+            "The model did not load; the Model page says why.", 10_000))
         self._update_status()
         self._rebuild_recent_menu()
 

@@ -28,6 +28,7 @@ def test_start_up_without_anyone_to_ask_refuses_the_code(qtbot, window, code_mod
     failures = open_and_wait(qtbot, window, shared_project(tmp_path, folder))
     assert not marker.exists()
     assert failures and "never a project file's" in failures[0]
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "The model did not load; the Model page says why.")
 
 
 def test_the_user_is_asked_and_no_refuses(qtbot, window, code_model_dir, tmp_path):
