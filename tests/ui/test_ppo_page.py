@@ -111,3 +111,17 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
                                         [r.id for r in responses if r.generator["role"] == REFERENCE]])
     session.project_data_changed.emit()
     assert "Human win rate of the policy: 100%" in view.human.text()
+
+
+def test_every_setting_on_the_training_pages_has_a_readable_label(window):
+    """No raw field names such as "Kl coef", "Lam", "Vf coef" or "Ppo epochs" (issue 15)."""
+    for form in (window.ppo_page.form, window.reward_page.form):
+        layout = form.layout()
+        shown = {name: layout.labelForField(editor).text() for name, editor in form.editors.items()}
+        cryptic = {"coef", "lam", "vf", "ppo", "kl", "eos", "num", "init", "heldout", "grad", "rank"}
+        raw = {name: text for name, text in shown.items()
+               if text == name.replace("_", " ").capitalize() and cryptic & set(name.split("_"))}
+        assert not raw, raw
+    assert {window.ppo_page.form.layout().labelForField(window.ppo_page.form.editors[name]).text()
+            for name in ("kl_coef", "lam", "vf_coef", "ppo_epochs")} == {
+        "KL coefficient", "GAE λ", "Value loss weight", "PPO epochs per batch"}

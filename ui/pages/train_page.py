@@ -157,9 +157,22 @@ class RunMonitor(QWidget):
         self.pause_button.setText("Resume" if self.runs.paused else "Pause")
 
 
+# What each setting is called on screen; a field missing here shows its name, capitalised.
 FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
-               "grad_accum": "Gradient accumulation", "max_length": "Max length (tokens)",
-               "max_steps": "Max steps (0: epochs)"}
+               "target_modules": "LoRA target layers", "grad_accum": "Gradient accumulation",
+               "max_length": "Max length (tokens)", "max_steps": "Max steps (0: epochs)",
+               "max_grad_norm": "Gradient clipping (norm)", "validation_fraction": "Validation share",
+               "eval_every": "Evaluate every (steps)", "checkpoint_every": "Checkpoint every (steps)",
+               "keep_checkpoints": "Checkpoints kept", "rank_margin": "Margin from rank distance",
+               "init_adapter": "Start from SFT adapter", "reward_model": "Reward model",
+               "length_penalty": "Length penalty", "max_new_tokens": "Max new tokens",
+               "kl_coef": "KL coefficient", "kl_target": "KL target", "kl_horizon": "KL horizon (steps)",
+               "kl_estimator": "KL estimator", "missing_eos_penalty": "Penalty for no end token",
+               "gamma": "Discount (γ)", "lam": "GAE λ", "ppo_epochs": "PPO epochs per batch",
+               "num_minibatches": "Minibatches", "micro_batch_size": "Micro-batch size",
+               "clip_range": "Policy clip range", "clip_range_value": "Value clip range",
+               "vf_coef": "Value loss weight", "whiten_rewards": "Whiten rewards",
+               "samples_per_step": "Samples shown per step", "heldout_fraction": "Held-out prompt share"}
 
 
 def lay_out_run_page(page: QWidget, title: str, subtitle: str, settings: QWidget, body: QWidget) -> None:
