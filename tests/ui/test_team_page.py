@@ -54,6 +54,7 @@ def test_a_pack_round_trip_shows_agreement_and_opens_a_disagreement(window, tmp_
     project = window.session.project
     assert project.counts()["rankings"] == 6 and project.counts()["prompts"] == 3
     assert "<b>3 prompts</b>" in page.summary.text() and "Cohen's κ" in page.summary.text()
+    assert "From 3 shared prompts these figures are rough" in page.summary.text()  # a small-sample warning
     assert page.annotators.rowCount() == 2 and page.pairs.item(0, 2).text() == "9"
     assert page.pairs.item(0, 3).text() == "0.89"  # 8 of 9 response pairs judged alike
     assert page.disagreements.rowCount() == 1 and page.disagreements.item(0, 0).text() == "question 1"

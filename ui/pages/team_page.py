@@ -131,7 +131,9 @@ class TeamPage(QWidget):
                 f"({plural(report.units, 'response pair')} judged): pairwise agreement "
                 f"<b>{number(report.pairwise)}</b> · Krippendorff's α <b>{number(report.alpha)}</b>"
                 + (f" · {kappa}" if kappa else "")
-                + ". κ and α are 1 for full agreement and 0 for what chance alone gives.")
+                + ". κ and α are 1 for full agreement and 0 for what chance alone gives."
+                + (f" <b>From {plural(report.items, 'shared prompt')} these figures are rough</b>: "
+                   f"{FEW_SHARED_PROMPTS} or more make them worth trusting." if report.items < FEW_SHARED_PROMPTS else ""))
         else:
             self.summary.setText("No prompt has been ranked by two annotators yet. Send a labeling pack to a "
                                  "teammate and import it back to measure agreement.")
@@ -234,6 +236,11 @@ class TeamPage(QWidget):
         self.session.project_data_changed.emit()
         self.refresh()
         QMessageBox.information(self, title, message)
+
+
+# Below this many prompts ranked by two annotators, κ and α swing by tenths from one label
+# to the next: say so next to them.
+FEW_SHARED_PROMPTS = 20
 
 
 def counts(summary: dict) -> str:
