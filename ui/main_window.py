@@ -23,6 +23,7 @@ from ui.pages.sft_page import SftPage
 from ui.pages.team_page import TeamPage
 from ui.pages.train_page import TrainPage
 from ui.run_manager import RunManager
+from ui.help_menu import add_help_menu
 from ui.session import WorkbenchSession
 
 FILE_FILTER = f"Workbench projects (*{SUFFIX})"
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&Go")
         for index, name in enumerate(self.pages):
             self._action(view, name, QKeySequence(f"Ctrl+{index + 1}"), lambda _=False, n=name: self.show_page(n))
+        add_help_menu(self, self.session.models)
 
     def _action(self, menu, text, shortcut, slot) -> QAction:
         action = QAction(text, self)

@@ -82,3 +82,16 @@ def _make(path):
 
     Project.create(path).close()
     return path
+
+
+def test_help_lists_every_shortcut_and_about_names_the_versions(window, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *a: shown.append(text))
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
+    menu_action(window, "Help", "Keyboard shortcuts").trigger()
+    assert "Go › Rank" in shown[-1] and "Ctrl+5" in shown[-1] and "Enter submit" in shown[-1]
+    menu_action(window, "Help", "About RLHF Workbench").trigger()
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "no model loaded yet"):
+        assert name in shown[-1]
