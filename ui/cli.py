@@ -7,9 +7,15 @@ import sys
 from pathlib import Path
 
 from workbench.cli import build_parser, run
+from workbench.errors import WorkbenchError
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from ui import qt_preflight
+
+    problem = qt_preflight.check()  # before Qt, whose own message names the wrong library
+    if problem:
+        raise WorkbenchError(problem)
     from ui.app import run_gui
 
     return run_gui(getattr(args, "project", None))
