@@ -16,6 +16,7 @@ from logging.handlers import RotatingFileHandler
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from workbench import library_logs
 from workbench.paths import log_file
 
 log = logging.getLogger("workbench")
@@ -29,6 +30,7 @@ def setup_logging() -> None:
     root = logging.getLogger("workbench")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
+    library_logs.route_to(handler)  # library warnings and progress bars: the log, not the terminal
 
 
 class ErrorReporter(QObject):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
+from workbench import library_logs
 from workbench.config import ModelSpec
 from workbench.errors import Cancelled, ModelLoadError
 from workbench.models import chat_format
@@ -169,6 +170,8 @@ class ModelSession:
             raise ModelLoadError(f"The model is busy ({self.busy_with}); stop that before loading another.")
         yield Progress("Preparing libraries...", 0.01)
         from transformers import AutoModelForCausalLM, AutoTokenizer  # the first import costs seconds
+
+        library_logs.after_transformers_import()
         # Imported now, in the loading worker, so starting a training run does not import them:
         # a worker busy importing holds the GIL in short slices and the window stutters.
         import peft  # noqa: F401
