@@ -41,18 +41,24 @@ def opened(path, reading_will_do: bool = False) -> Iterator[Project]:
         project.close()
 
 
-def load_base_model(project: Project, args: argparse.Namespace | None = None):
-    """The project's base model, loaded with its progress on stderr. What it asks of this
-    machine (its own code, pickle weights) is granted only by the user's flags in `args`."""
-    from workbench.models.loading import ModelSession
+def grant_from_flags(spec, args: argparse.Namespace | None) -> None:
+    """What the model asks of this machine (its own code, pickle weights) is granted only by the
+    user's own --trust-remote-code / --allow-pickle, never by the project."""
     from workbench.models.sources import grant_requested
+
+    allowed = {name for name in ("trust_remote_code", "allow_pickle") if getattr(args, name, False)}
+    for request in grant_requested(spec, allowed):
+        print(f"allowed on this machine: {request.describe()}", file=sys.stderr)
+
+
+def load_base_model(project: Project, args: argparse.Namespace | None = None):
+    """The project's base model, loaded with its progress on stderr (`args`: the user's flags)."""
+    from workbench.models.loading import ModelSession
 
     spec = project.base_model
     if spec is None:
         raise WorkbenchError(f"{project.path.name} has no base model; choose one in the workbench first.")
-    allowed = {name for name in ("trust_remote_code", "allow_pickle") if getattr(args, name, False)}
-    for request in grant_requested(spec, allowed):
-        print(f"allowed on this machine: {request.describe()}", file=sys.stderr)
+    grant_from_flags(spec, args)
     models = ModelSession()
     for progress in models.load(spec):
         print(progress.message, file=sys.stderr)
@@ -176,11 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             run_id, adapter = reward_run_folder(project, args.run)
             spec = project.base_model
         if spec is not None and not args.adapter_only:
-            from workbench.models.sources import grant_requested
-
-            allowed = {name for name in ("trust_remote_code", "allow_pickle") if getattr(args, name)}
-            for request in grant_requested(spec, allowed):
-                print(f"allowed on this machine: {request.describe()}", file=sys.stderr)
+            grant_from_flags(spec, args)
         out = Path(args.out)
         if args.adapter_only:
             export_reward_adapter(adapter, out)

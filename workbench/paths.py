@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workbench.errors import first_line
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_PROJECT_SEED = REPO_ROOT / "projects" / "customer-support.json"
 
@@ -60,8 +62,7 @@ def disk_problem(folder: Path, error: BaseException) -> str:
     full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
     if full or (free is not None and free < 16 << 20):
         return f"the disk is full ({free // (1 << 20) if free is not None else 0} MB free on the disk holding {folder})"
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return getattr(error, "strerror", None) or text[:200]
+    return getattr(error, "strerror", None) or first_line(error)
 
 
 def copy_tree(source: Path, target: Path, skip: tuple[str, ...] = (), dirs_exist_ok: bool = False) -> None:

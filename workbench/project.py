@@ -253,6 +253,14 @@ def _sidecars(path: Path) -> list[Path]:
     return [Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")]
 
 
+def _read_only_uri(path: Path) -> str:
+    """The URI that reads `path` without writing beside it. With no write-ahead log there the
+    file alone is the whole database: immutable, which creates no -shm. A log left by a killed
+    app must be read through."""
+    immutable = "&immutable=1" if not Path(f"{path}-wal").exists() else ""
+    return f"{path.resolve().as_uri()}?mode=ro{immutable}"
+
+
 def _check_existing(path: Path) -> int:
     """Refuse anything but an intact project this app can read; return its schema version.
 
@@ -262,12 +270,9 @@ def _check_existing(path: Path) -> int:
     if app_id != APPLICATION_ID:
         raise ProjectError(f"{path.name} is an SQLite database but not a workbench project.")
     present = {sidecar for sidecar in _sidecars(path) if sidecar.exists()}
-    # With no write-ahead log beside it the file alone is the whole database: read it as
-    # immutable, which creates no -shm. A log left by a killed app must be read through.
-    immutable = "&immutable=1" if not Path(f"{path}-wal").exists() else ""
     conn = None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True)
+        conn = sqlite3.connect(_read_only_uri(path), uri=True)
         _harden(conn)
         version = conn.execute("PRAGMA user_version").fetchone()[0]  # the WAL may be newer than the header
         if version > SCHEMA_VERSION:
@@ -378,10 +383,9 @@ class Project:
         if version < SCHEMA_VERSION:
             raise ProjectError(f"{path.name} is in project format {version} and must be upgraded before it is "
                                "read, which needs room to write; free some space and try again.")
-        immutable = "&immutable=1" if not Path(f"{path}-wal").exists() else ""
         try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True,
-                                   isolation_level=None, check_same_thread=False, timeout=10)
+            conn = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=10)
             _harden(conn)
         except sqlite3.Error as error:
             raise explain_sqlite_error(error, path, "read") from None

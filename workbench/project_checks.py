@@ -49,6 +49,11 @@ def reference_columns(version: int, migrate: Callable[[sqlite3.Connection, int],
         conn.close()
 
 
+def _has_column(expected: dict[str, list[tuple]], table: str, column: str) -> bool:
+    """Whether this format has `table.column` (older formats lack the labeling columns)."""
+    return any(c[0] == column for c in expected.get(table, []))
+
+
 def check(conn: sqlite3.Connection, expected: dict[str, list[tuple]], limit: int = 3) -> list[str]:
     """Problems of the open (read-only) file `conn`, at most `limit`; [] when it is sound."""
     problems: list[str] = []
@@ -94,7 +99,7 @@ def _all_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) ->
     yield from _json_problems(conn, expected)
     yield from _python_json_problems(conn, expected)
     yield from _conversation_problems(conn, expected)
-    if "shown_order" in [c[0] for c in expected.get("rankings", [])]:  # labeling came with format 4
+    if _has_column(expected, "rankings", "shown_order"):  # labeling came with format 4
         yield from _meaning_problems(conn)
 
 
@@ -128,7 +133,7 @@ def _cell_tests(name: str, declared: str, not_null: bool) -> list[str]:
 
 def _json_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) -> Iterable[str]:
     for (table, column), kind in JSON_COLUMNS.items():
-        if column not in [c[0] for c in expected.get(table, [])]:
+        if not _has_column(expected, table, column):
             continue  # an older format without this column
         # One scan: json_type would raise on invalid JSON, so it is only asked of valid cells.
         row = conn.execute(
@@ -151,7 +156,7 @@ def _python_json_problems(conn: sqlite3.Connection, expected: dict[str, list[tup
     from workbench.data.untrusted import check_record, parse_json
 
     for (table, column), _kind in JSON_COLUMNS.items():
-        if column not in [c[0] for c in expected.get(table, [])]:
+        if not _has_column(expected, table, column):
             continue
         long_ = f' OR length("{column}") > 4000' if (table, column) in SMALL_RECORDS else ""
         rows = conn.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE instr("{column}", \'\\u\') > 0{long_}')
@@ -166,7 +171,7 @@ def _python_json_problems(conn: sqlite3.Connection, expected: dict[str, list[tup
 def _conversation_problems(conn: sqlite3.Connection, expected: dict[str, list[tuple]]) -> Iterable[str]:
     """Conversations are lists of {role, content} objects with text in both; tags are text."""
     for table in ("sft_examples", "prompts"):
-        if "messages" not in [c[0] for c in expected.get(table, [])]:
+        if not _has_column(expected, table, "messages"):
             continue
         row = conn.execute(f"""
             SELECT t.rowid FROM "{table}" t, json_each(t.messages) m
@@ -176,7 +181,7 @@ def _conversation_problems(conn: sqlite3.Connection, expected: dict[str, list[tu
             LIMIT 1""").fetchone()
         if row:
             yield f"{table}.messages of row {row[0]} is not a list of {{role, content}} turns"
-    if "tags" in [c[0] for c in expected.get("prompts", [])]:
+    if _has_column(expected, "prompts", "tags"):
         row = conn.execute("SELECT p.id FROM prompts p, json_each(p.tags) t WHERE t.type != 'text' LIMIT 1").fetchone()
         if row:
             yield f"the tags of prompt {row[0]} are not all text"

@@ -121,10 +121,11 @@ def revoke_all() -> None:
 def effective_flags(spec: ModelSpec, folder: Path) -> tuple[bool, bool]:
     """(allow_pickle, trust_remote_code) to load `folder` with: what `spec` asks for and this
     machine has granted. Raises ModelLoadError naming what is missing and how to grant it."""
-    missing = pending(spec, folder)
+    needed = requests(spec, folder)
+    missing = [request for request in needed if not is_granted(request)]
     if missing:
         raise ModelLoadError(refusal(missing))
-    granted = {request.what for request in requests(spec, folder)}
+    granted = {request.what for request in needed}
     return "allow_pickle" in granted, "trust_remote_code" in granted
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from workbench.config import ModelSpec
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 from workbench.models.loading import ModelSession, free_memory
 from workbench.paths import disk_problem
 from workbench.project import Project
@@ -271,8 +271,7 @@ def restore_checkpoint(record: RunRecord, models: ModelSession, name: str, optim
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     except Exception as error:  # noqa: BLE001 - any unreadable checkpoint gets the same clear refusal
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise TrainingError(f"The checkpoint at step {step} of run {record.id} cannot be used ({first_line[:200]}); "
+        raise TrainingError(f"The checkpoint at step {step} of run {record.id} cannot be used ({first_line(error)}); "
                             "it is damaged or was not written by the workbench. Start a new run instead.") from None
     record.forget_metrics_after(step)
     record.log(f"Resumed from the checkpoint at step {step}.")
@@ -296,10 +295,8 @@ def save_adapter(models: ModelSession, record: RunRecord, name: str,
             shutil.rmtree(final)
         os.replace(saved, final)
     except Exception as error:  # noqa: BLE001 - peft, torch and safetensors raise their own types
-        last = record.last_checkpoint()
         raise TrainingError(f"Could not write the finished adapter: {disk_problem(record.folder, error)}. "
-                            + (f"The checkpoint at step {last[0]} is kept; resume from it once there is room."
-                               if last else "")) from None
+                            + record.kept_checkpoint()) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     models.adapters[name] = final

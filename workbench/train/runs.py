@@ -200,10 +200,8 @@ class RunRecord:
             _fsync_tree(partial)
         except Exception as error:  # noqa: BLE001 - torch and safetensors raise their own types
             shutil.rmtree(partial, ignore_errors=True)
-            last = self.last_checkpoint()
             raise TrainingError(f"Could not write the checkpoint at step {step}: {disk_problem(root, error)}. "
-                                + (f"The checkpoint at step {last[0]} is kept; resume from it once there is room."
-                                   if last else "No earlier checkpoint exists.")) from None
+                                + self.kept_checkpoint("No earlier checkpoint exists.")) from None
         if final.exists():  # the same step saved again (stop right after an interval save)
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -231,6 +229,11 @@ class RunRecord:
     def last_checkpoint(self) -> tuple[int, Path] | None:
         complete = self.checkpoints()
         return complete[-1] if complete else None
+
+    def kept_checkpoint(self, otherwise: str = "") -> str:
+        """After a failed write: which checkpoint the run can still resume from (or `otherwise`)."""
+        last = self.last_checkpoint()
+        return f"The checkpoint at step {last[0]} is kept; resume from it once there is room." if last else otherwise
 
     def _prune(self, keep: int) -> None:
         for step, path in self.checkpoints()[:-keep] if keep > 0 else []:
