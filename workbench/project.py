@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import threading
@@ -183,6 +184,30 @@ def expected_columns(version: int) -> dict[str, list[tuple]]:
     return project_checks.reference_columns(version, migrate)
 COUNTED_TABLES = ("sft_examples", "prompts", "responses", "rankings", "runs")
 
+# What kind of record a write to each table changes: the words pages listen for (see
+# Project.on_change). A run's metrics and log lines are kinds of their own: they are written
+# every step, and the live views get them from the run itself rather than by re-reading.
+KIND_OF_TABLE = {"sft_examples": "sft", "prompts": "prompts", "responses": "responses",
+                 "rankings": "rankings", "runs": "runs", "checkpoints": "runs",
+                 "metrics": "metrics", "run_logs": "logs", "meta": "settings"}
+KINDS = frozenset(KIND_OF_TABLE.values())
+# Deleting a prompt deletes its responses and their rankings too (ON DELETE CASCADE).
+CASCADES = {"prompts": ("responses", "rankings"), "runs": ("metrics", "logs")}
+_WRITE_TARGET = re.compile(r"^\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?"
+                           r"|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+
+
+def kinds_written(sql: str) -> frozenset[str]:
+    """The kinds of record `sql` changes, from the table it writes (none: it writes nothing)."""
+    match = _WRITE_TARGET.match(sql)
+    if match is None:
+        return frozenset()
+    verb, table = match.group(1).split()[0].upper(), match.group(2).lower()
+    if table not in KIND_OF_TABLE:
+        raise ValueError(f"a write to {table!r}, which has no kind in KIND_OF_TABLE")
+    cascaded = CASCADES.get(table, ()) if verb == "DELETE" else ()
+    return frozenset({KIND_OF_TABLE[table], *cascaded})
+
 
 def with_project_suffix(path: Path | str) -> Path:
     path = Path(path)
@@ -305,6 +330,12 @@ class Project:
         self._conn = conn
         self._lock = threading.RLock()
         self.read_only = False
+        # Called with the kinds of record each commit changed, on the thread that committed
+        # (the GUI's session turns them into one queued signal). One direction only: stores
+        # write, the project announces, views re-read.
+        self.on_change: list[Callable[[frozenset[str]], None]] = []
+        self._revisions: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._uncommitted: set[str] = set()  # kinds written inside the open transaction
 
     # ---- opening and creating -------------------------------------------------------------
 
@@ -428,9 +459,7 @@ class Project:
         target_artifacts = artifacts_dir_for(target)
         if self.artifacts_dir.is_dir():
             copy_tree(self.artifacts_dir, target_artifacts, dirs_exist_ok=True)
-        copy = Project.open(target)
-        copy.set_meta("name", target.stem)
-        return copy
+        return Project.open(target)  # a copy keeps its name (rename it on the Project page)
 
     def inside_artifacts(self, relative: str | Path) -> Path:
         """`relative`, a path stored in the project, as a path inside its artifacts folder.
@@ -466,6 +495,19 @@ class Project:
     @property
     def name(self) -> str:
         return self.get_meta("name", self.path.stem)
+
+    def rename(self, name: str) -> None:
+        name = " ".join(name.split())
+        if not name:
+            raise ProjectError("a project needs a name.")
+        self.set_meta("name", name[:200])
+
+    @property
+    def description(self) -> str:
+        return self.get_meta("description", "")
+
+    def set_description(self, text: str) -> None:
+        self.set_meta("description", text.strip()[:10_000])
 
     @property
     def schema_version(self) -> int:
@@ -527,14 +569,43 @@ class Project:
                 cursor = self._conn.execute(sql, params)
             except sqlite3.Error as error:
                 raise explain_sqlite_error(error, self.path, "save to") from None
-            return cursor.lastrowid
+            committed = self._wrote(sql, cursor.rowcount)
+        self._announce(committed)
+        return cursor.lastrowid
 
     def execute_many(self, sql: str, rows) -> None:
         with self._lock:
             try:
-                self._conn.executemany(sql, rows)
+                cursor = self._conn.executemany(sql, rows)
             except sqlite3.Error as error:
                 raise explain_sqlite_error(error, self.path, "save to") from None
+            committed = self._wrote(sql, cursor.rowcount)
+        self._announce(committed)
+
+    # ---- what changed: revisions and listeners ------------------------------------------
+
+    def revision(self, *kinds: str) -> int:
+        """A number that grows with every commit changing any of `kinds`: a view that remembers
+        it can tell whether what it shows is still current (e.g. after its own write)."""
+        with self._lock:
+            return sum(self._revisions[kind] for kind in kinds)
+
+    def _wrote(self, sql: str, rowcount: int) -> frozenset[str]:
+        """Note the kinds `sql` changed; those it committed (none while a transaction is open)."""
+        kinds = kinds_written(sql)
+        if not kinds or rowcount == 0:
+            return frozenset()
+        if self._conn.in_transaction:
+            self._uncommitted |= kinds
+            return frozenset()
+        for kind in kinds:
+            self._revisions[kind] += 1
+        return kinds
+
+    def _announce(self, kinds: frozenset[str]) -> None:
+        if kinds:
+            for listener in list(self.on_change):
+                listener(kinds)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -548,9 +619,14 @@ class Project:
                 yield
                 self._conn.execute("COMMIT")
             except BaseException as error:
+                self._uncommitted.clear()
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(error, sqlite3.Error):
                     raise explain_sqlite_error(error, self.path, "save to") from None
                 raise
+            committed, self._uncommitted = frozenset(self._uncommitted), set()
+            for kind in committed:
+                self._revisions[kind] += 1
+        self._announce(committed)
 

@@ -72,6 +72,7 @@ class GenerationEvent:
     saved: bool = False             # the last event of a prompt: its batch is in the project
     message: str = ""
     sources: tuple[str, ...] = field(default=())
+    tokens: tuple[int, ...] = ()    # tokens written so far, per response
 
 
 def available_sources(project: Project) -> dict[str, Path | None]:
@@ -126,7 +127,7 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
                                        adapter_names, should_stop):
                 last = update
                 yield GenerationEvent(prompt_id, index, total, batch_uid, update.texts, update.finished,
-                                      sources=tuple(sources))
+                                      sources=tuple(sources), tokens=update.tokens)
         if should_stop() or last is None or not last.done:
             return  # stopped mid-prompt: nothing half-made is saved
         generators = [dict(source=source, base_model=project.base_model.display_name
@@ -139,7 +140,7 @@ def generate_responses(project: Project, models: ModelSession, prompt_ids: Seque
             continue  # the prompt was deleted while its responses were being made
         yield GenerationEvent(prompt_id, index, total, batch_uid, last.texts, last.finished, True,
                               f"Generated {config.k} responses for prompt {index + 1} of {total}.",
-                              tuple(sources))
+                              tuple(sources), last.tokens)
 
 
 def _model_for(models: ModelSession, sources: list[str]):

@@ -1,7 +1,8 @@
-"""The Train page: SFT settings, Start, and the live view of the running run.
+"""The parts every training page (SFT, reward model, PPO) is made of: a run's settings form with
+Start (RunSettings), the live view of the run (RunMonitor) and the page layout that holds them.
 
 The live view (progress, pause/resume/stop, plots, log) follows the RunManager, so it shows
-whichever run is active, whoever started it (this page, or Resume on the Runs page).
+whichever run of its kind is active, whoever started it (its page, or Resume on the Runs page).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from PySide6.QtWidgets import (
     QSizePolicy, QSplitter, QVBoxLayout, QWidget,
 )
 
-from workbench.data.sft_store import SftStore
 from workbench.train.loop import LABELS
 from workbench.train.runs import RunRecord, StepLog
 from workbench.train.lora_settings import SCHEDULES
@@ -23,7 +23,6 @@ from ui.config_form import ConfigForm
 from ui.formatting import duration
 from ui.plots import MetricsView
 from ui.run_manager import RunManager
-from ui.session import WorkbenchSession
 
 PROGRESS_KEYS = ("loss/train", "loss/validation", "train/lr")
 STEP_FORMAT = "step %v / %m"
@@ -74,7 +73,7 @@ class RunMonitor(QWidget):
 
         self.pause_button.clicked.connect(self._toggle_pause)
         self.stop_button.clicked.connect(runs.stop)
-        # Only this kind's runs: the Train page follows SFT, the Reward page reward-model runs.
+        # Only this kind's runs: the SFT training page follows SFT, the Reward page reward-model runs.
         runs.started.connect(lambda run_id: self._mine() and self._started(run_id))
         runs.step.connect(lambda log: self._mine() and self._step(log))
         runs.ended.connect(lambda run_id, status: self._mine() and self._ended(run_id, status))
@@ -238,38 +237,3 @@ class RunSettings(QGroupBox):
         self.start_button.setEnabled(not reason and not loading)
         if reason or not self.hint.text().startswith("Check"):
             self.hint.setText(reason or ready_text)
-
-
-class TrainPage(QWidget):
-    def __init__(self, session: WorkbenchSession, runs: RunManager):
-        super().__init__()
-        self.session, self.runs = session, runs
-        self.settings = RunSettings("SFT settings", SftConfig, "Start SFT run", "sft_settings")
-        self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
-        self.monitor = RunMonitor(runs)
-        lay_out_run_page(self, "Train", "Supervised fine-tuning: a LoRA adapter on the loaded base, learning the "
-                         "assistant replies of the SFT examples.", self.settings, self.monitor)
-
-        self.start_button.clicked.connect(self.start)
-        session.project_changed.connect(lambda: self.settings.restore(session.project))
-        session.project_changed.connect(self._update_enabled)
-        session.model_changed.connect(self._update_enabled)
-        runs.state_changed.connect(self._update_enabled)
-        self._update_enabled()
-
-    @Slot()
-    def start(self) -> None:
-        config = self.settings.config(self.session.project)
-        if config is not None:
-            self.runs.start("sft", config)
-
-    @Slot()
-    def _update_enabled(self) -> None:
-        project, models = self.session.project, self.session.models
-        examples = SftStore(project).count() if project is not None else 0
-        reason = ("Open a project first." if project is None else
-                  "Load a base model on the Model page first." if not models.loaded else
-                  "Add SFT examples on the SFT data page first." if examples == 0 else
-                  "A run is in progress." if self.runs.running else "")
-        ready = f"{examples:,} examples, {models.info.name} on {models.info.device}." if models.info else ""
-        self.settings.set_ready(reason, ready, self.session.loading)
