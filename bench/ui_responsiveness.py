@@ -119,15 +119,15 @@ def main() -> None:
     report("Try-it streaming 96 tokens", beat.take())
 
     if args.sft_steps:
-        window.show_page("Train")
-        form = window.train_page.form
+        window.show_page("SFT training")
+        form = window.sft_training_page.form
         form.editors["max_steps"].setValue(args.sft_steps)
         form.editors["batch_size"].setValue(4)
         form.editors["eval_every"].setValue(5)
         wait_until(lambda: False, 1.0)  # the page's first paint is a page switch, not training
-        report("showing the Train page", beat.take())
+        report("showing the SFT training page", beat.take())
         started = time.perf_counter()
-        window.train_page.start()
+        window.sft_training_page.start()
         wait_until(lambda: window.runs.run_id is not None, 60)
         wait_until(lambda: not window.runs.running, 3600)
         seconds = time.perf_counter() - started
@@ -140,8 +140,7 @@ def main() -> None:
             steps, values = metrics.get(key, ([], []))
             print(f"  {key:16}", "  ".join(f"{s}:{v:.3f}" for s, v in zip(steps, values)))
     if args.rm_steps:
-        add_synthetic_rankings(session.project)
-        session.project_data_changed.emit()
+        add_synthetic_rankings(session.project)  # the pages hear of them from the project
         window.show_page("Reward")
         form = window.reward_page.form
         form.editors["max_steps"].setValue(args.rm_steps)

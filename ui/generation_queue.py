@@ -5,6 +5,10 @@ The page says which prompts it wants ready, in order (`want`). The queue runs th
 `generate_responses` for one prompt at a time and then takes the next wanted prompt that still has
 no responses; a change of mind never interrupts a prompt half-way (that work would be lost),
 except for an explicit `stop_now` (the model is needed for something else).
+
+Other model work the page asks for while responses are being written (reward scores) waits its
+turn through `run_when_free`: it starts when the prompt in progress is done, and the next prompt
+starts after it, so neither finds the model busy.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class GenerationQueue(QObject):
         self.prompt_id: int | None = None  # the prompt being generated now
         self.started_at: float | None = None
         self.error: str | None = None
+        self.jobs: list[QueuedJob] = []  # other model work waiting for the prompt in progress
+        self.job: BackgroundTask | None = None  # the one running now
         session.model_releasers.append(self.stop_now)
 
     @property
@@ -53,9 +59,25 @@ class GenerationQueue(QObject):
         self.error = None
         self._start_next()
 
+    def run_when_free(self, factory, on_item=None, on_error=None, on_finished=None) -> "QueuedJob":
+        """Run `factory` (as for session.run_task) once the prompt being written is done, before
+        the next one. Returns a handle whose stop() cancels it, waiting or running."""
+        job = QueuedJob(self, factory, on_item, on_error, on_finished)
+        self.jobs.append(job)
+        self._start_next()
+        return job
+
     def stop_now(self) -> None:
         """Drop the queue and wait for the model to be free (the prompt in progress is discarded)."""
         self.wanted = []
+        for job in self.jobs:
+            job.never_ran()
+        self.jobs = []
+        for task in (self.job, self.task):
+            if task is not None:
+                task.stop()
+        if self.job is not None and self.job.wait(30_000):
+            self.job = None
         if self.task is not None and self.task.wait(30_000):
             self.task, self.prompt_id = None, None  # its finished report arrives later and is ignored
             self.state_changed.emit()
@@ -71,7 +93,12 @@ class GenerationQueue(QObject):
         return RankingStore(self.session.project).latest_batch(prompt_id) is None
 
     def _start_next(self) -> None:
-        if self.running or self.error or self.session.project is None or not self.session.models.loaded:
+        if self.running or (self.job is not None and self.job.running):
+            return
+        if self.jobs and self.session.project is not None:
+            self._start_job(self.jobs.pop(0))
+            return
+        if self.error or self.session.project is None or not self.session.models.loaded:
             return
         while self.wanted and not self._needs_responses(self.wanted[0]):
             self.wanted.pop(0)
@@ -89,6 +116,17 @@ class GenerationQueue(QObject):
         self.task = task
         self.state_changed.emit()
 
+    def _start_job(self, job: "QueuedJob") -> None:
+        def finished(outcome: str) -> None:
+            if task is self.job:
+                self.job = None
+            if job.on_finished is not None:
+                job.on_finished(outcome)
+            self._start_next()
+
+        task = self.session.run_task(job.factory, on_item=job.on_item, on_error=job.on_error, on_finished=finished)
+        self.job = job.task = task
+
     def _on_event(self, event: GenerationEvent) -> None:
         if event.saved:
             self.ready.emit(event.prompt_id, event.batch_uid)
@@ -104,3 +142,23 @@ class GenerationQueue(QObject):
             self.task, self.prompt_id = None, None
         self.state_changed.emit()
         self._start_next()  # a stop empties the queue first, and a failure sets self.error
+
+
+class QueuedJob:
+    """Work given to `run_when_free`: waiting, then running as a BackgroundTask."""
+
+    def __init__(self, queue: GenerationQueue, factory, on_item, on_error, on_finished):
+        self.queue, self.factory = queue, factory
+        self.on_item, self.on_error, self.on_finished = on_item, on_error, on_finished
+        self.task: BackgroundTask | None = None
+
+    def never_ran(self) -> None:
+        if self.on_finished is not None:
+            self.on_finished("stopped")
+
+    def stop(self) -> None:
+        if self in self.queue.jobs:  # still waiting: it never runs
+            self.queue.jobs.remove(self)
+            self.never_ran()
+        elif self.task is not None:
+            self.task.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QListWidget, QMainWindow, QMessageBox, QStackedWidget, QWidget,
+    QFileDialog, QHBoxLayout, QListWidget, QMainWindow, QMessageBox, QSizePolicy, QStackedWidget, QWidget,
 )
 
 from workbench import app_settings
@@ -20,11 +20,13 @@ from ui.pages.ranking_page import RankingPage
 from ui.pages.reward_page import RewardPage
 from ui.pages.runs_page import RunsPage
 from ui.pages.sft_page import SftPage
+from ui.pages.sft_training_page import SftTrainingPage
 from ui.pages.team_page import TeamPage
-from ui.pages.train_page import TrainPage
+from ui.change_flow import follow
 from ui.run_manager import RunManager
 from ui.help_menu import add_help_menu
 from ui.session import WorkbenchSession
+from ui.text_views import ElidedLabel
 
 FILE_FILTER = f"Workbench projects (*{SUFFIX})"
 
@@ -42,18 +44,18 @@ class MainWindow(QMainWindow):
         self.sft_page = SftPage(session)
         self.rank_page = RankingPage(session)
         self.team_page = TeamPage(session)
-        self.train_page = TrainPage(session, self.runs)
+        self.sft_training_page = SftTrainingPage(session, self.runs)
         self.reward_page = RewardPage(session, self.runs)
         self.ppo_page = PpoPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
-        # One maximum length: the SFT data page flags what the Train settings would cut.
-        train_length = self.train_page.form.editors["max_length"]
+        # One maximum length: the SFT data page flags what the SFT training settings would cut.
+        train_length = self.sft_training_page.form.editors["max_length"]
         train_length.valueChanged.connect(self.sft_page.max_length.setValue)
         self.sft_page.max_length.valueChanged.connect(train_length.setValue)
         self.sft_page.max_length.setValue(train_length.value())
         # In the order of the loop: data and SFT, ranking, the reward model, PPO, then every run.
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
-                                          "SFT data": self.sft_page, "Train": self.train_page,
+                                          "SFT data": self.sft_page, "SFT training": self.sft_training_page,
                                           "Rank": self.rank_page, "Team": self.team_page,
                                           "Reward": self.reward_page, "PPO": self.ppo_page,
                                           "Runs": self.runs_page}
@@ -74,8 +76,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self._build_menus()
-        self.project_label, self.model_label, self.device_label = QLabel(), QLabel(), QLabel()
+        self.project_label, self.model_label, self.device_label = ElidedLabel(), ElidedLabel(), ElidedLabel()
         for label in (self.project_label, self.model_label, self.device_label):
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)  # up to 400 px
             self.statusBar().addPermanentWidget(label)
 
         self.project_page.open_requested.connect(self.open_project)
@@ -84,6 +87,7 @@ class MainWindow(QMainWindow):
         session.project_changed.connect(self._update_status)
         session.project_changed.connect(self._rebuild_recent_menu)
         session.model_changed.connect(self._update_status)
+        follow(session, self, {"settings"}, self._update_status)  # the project renamed
         session.model_loading.connect(lambda progress: self.statusBar().showMessage(progress.message, 4000))
         # Replaces the last progress line ("Checking the model source..."), which would stay.
         session.model_failed.connect(lambda _message: self.statusBar().showMessage(

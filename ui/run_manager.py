@@ -1,6 +1,6 @@
 """The one training run the GUI has going: start, pause, resume, stop, and its step reports.
 
-Pages never hold the run themselves: the Train page starts it, the Runs page lists it, and
+Pages never hold the run themselves: the training pages start it, the Runs page lists it, and
 both follow it through these signals. The run is a core generator (train_sft, train_rm,
 train_ppo) run by the generic worker; pause and stop go through a RunControl that the
 generator reads between steps, so a stop always ends with a checkpoint.
@@ -94,6 +94,4 @@ class RunManager(QObject):
         self.task = None
         self.state_changed.emit()
         if run_id is not None:
-            self.ended.emit(run_id, status)
-        if status == "finished":
-            self.session.adapters_changed.emit()
+            self.ended.emit(run_id, status)  # the finished adapter reaches pages as a "runs" change

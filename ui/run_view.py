@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 from workbench.train.loop import LABELS
 from workbench.train.runs import RunRecord, StepLog
 from workbench.train.lora_settings import SCHEDULES
-from workbench.train.sft import METRIC_KEYS, SftConfig
+from workbench.train.sft import METRIC_KEYS
 from ui.config_form import ConfigForm
 from ui.formatting import duration
 from ui.plots import MetricsView

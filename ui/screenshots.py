@@ -80,10 +80,10 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
 def train_for_screenshots(window, steps: int) -> None:
     from ui.waiting import wait_until
 
-    form = window.train_page.form
+    form = window.sft_training_page.form
     form.editors["max_steps"].setValue(steps)
     form.editors["eval_every"].setValue(max(1, steps // 4))
-    window.train_page.start()
+    window.sft_training_page.start()
     wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
     wait_until(lambda: not window.runs.running, timeout_s=1800)
     wait_until(lambda: False, 0.3)  # the plots redraw on a timer

@@ -2,6 +2,11 @@
 
 Pages take a WorkbenchSession in their constructor and subscribe to it (as napari's views do
 to their models); no page talks to another. All real work is in the core.
+
+Changes flow one way. A store writes to the project; the project reports the kinds of record
+each commit changed, on whatever thread committed; the session gathers those into one
+`changed(kinds)` signal, queued on the GUI thread; each page re-reads what it shows of those
+kinds (ui/change_flow.py). Nobody emits "data changed" by hand, so no write can be missed.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from workbench import app_settings
 from workbench.config import ModelSpec
@@ -34,8 +39,8 @@ class WorkbenchSession(QObject):
     model_loading = Signal(object)  # Progress
     model_changed = Signal()  # loaded, unloaded, or a load ended (models.info tells which)
     model_failed = Signal(str)
-    project_data_changed = Signal()  # records were imported or merged outside the page showing them
-    adapters_changed = Signal()  # a run finished with an adapter, so there is one more to choose from
+    changed = Signal(object)  # frozenset of record kinds (workbench.project.KINDS) commits changed
+    _committed = Signal(object, object)  # (project, kinds) from any thread; queued to the GUI thread
 
     def __init__(self, parent: QObject | None = None, remember_projects: bool = True):
         super().__init__(parent)
@@ -53,6 +58,10 @@ class WorkbenchSession(QObject):
         # Asks the user whether a model may run its own code or unpickle its weights (text ->
         # yes/no); set by the interactive app only, so rendering and tests never grant anything.
         self.confirm_trust: Callable[[str], bool] | None = None
+        self._pending_kinds: set[str] = set()
+        self._flush_timer = QTimer(self, singleShot=True, interval=0)
+        self._flush_timer.timeout.connect(self._flush_changes)
+        self._committed.connect(self._collect_changes, Qt.ConnectionType.QueuedConnection)
 
     # ---- projects: each raises WorkbenchError with a user message, leaving the current one open
 
@@ -84,10 +93,13 @@ class WorkbenchSession(QObject):
     def _switch_to(self, project: Project) -> None:
         if self.project is not None and self.project is not project:
             self.project_closing.emit()
+            self.project.on_change.clear()
             self.project.close()
             # Adapters are named after their run ids, which the next project reuses.
             self.models.remove_all_adapters()
         self.project = project
+        self._pending_kinds.clear()  # the old project's: pages re-read everything on project_changed
+        project.on_change.append(lambda kinds: self._committed.emit(project, kinds))
         log.info("opened project %s", project.path)
         interrupted = mark_interrupted(project)  # runs cut off by a crash or kill of this app
         if interrupted:
@@ -95,6 +107,22 @@ class WorkbenchSession(QObject):
         if self.remember_projects:
             app_settings.remember_project(project.path)
         self.project_changed.emit()
+
+    # ---- changes to the project's records -------------------------------------------------
+
+    def _collect_changes(self, project: Project, kinds: frozenset[str]) -> None:
+        """On the GUI thread: gather what commits changed until control returns to the event loop,
+        then tell the pages once (an import of 10,000 rows is one signal, not 10,000)."""
+        if project is not self.project:
+            return  # committed just before a switch; the new project's pages re-read anyway
+        self._pending_kinds |= kinds
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def _flush_changes(self) -> None:
+        kinds, self._pending_kinds = frozenset(self._pending_kinds), set()
+        if kinds:
+            self.changed.emit(kinds)
 
     # ---- the model ---------------------------------------------------------------------
 
@@ -167,5 +195,6 @@ class WorkbenchSession(QObject):
             return
         if self.project is not None:
             self.project_closing.emit()
+            self.project.on_change.clear()
             self.project.close()
             self.project = None

@@ -109,8 +109,9 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
         responses = store.batch(uid).responses
         store.save_ranking(uid, "ana", [[r.id for r in responses if r.generator["role"] == POLICY],
                                         [r.id for r in responses if r.generator["role"] == REFERENCE]])
-    session.project_data_changed.emit()
-    assert "Human win rate of the policy: 100%" in view.human.text()
+    # The rankings reach the page as a queued change, read when it is shown again.
+    window.show_page("PPO")
+    qtbot.waitUntil(lambda: "Human win rate of the policy: 100%" in view.human.text(), timeout=5000)
 
 
 def test_every_setting_on_the_training_pages_has_a_readable_label(window):

@@ -45,8 +45,8 @@ def test_train_see_accuracy_then_scores_on_the_rank_page(window, tmp_path, tiny_
     assert "reward" not in rank.panes[0].footer.text()
     rank.show_scores.setChecked(True)
     qtbot.waitUntil(lambda: "reward" in rank.panes[0].footer.text(), timeout=30_000)
-    assert len(rank.scores[rank.batch.uid]) == 3
+    assert len(rank.labeling.scores[rank.batch.uid]) == 3
     # Least sure first: the queue is reordered by the gap between the two best scores.
     rank.least_sure_first.setChecked(True)
     qtbot.waitUntil(lambda: "Least sure first:" in rank.status.text(), timeout=60_000)
-    assert rank.priority and rank.prompt_id == rank.priority[0]
+    assert rank.labeling.priority and rank.prompt_id == rank.labeling.priority[0]

@@ -18,7 +18,7 @@ def test_screenshots_render_every_page_with_the_model_loaded(tiny_project, tmp_p
                              "--train-steps", "4"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["01-project.png", "02-model.png", "03-sft-data.png", "04-train.png", "05-rank.png",
+    assert names == ["01-project.png", "02-model.png", "03-sft-data.png", "04-sft-training.png", "05-rank.png",
                      "06-team.png", "07-reward.png", "08-ppo-did-it-work.png", "08-ppo.png",
                      "09-runs.png"]
     assert tiny_project.read_bytes() == before  # the run was made on a copy

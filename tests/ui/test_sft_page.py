@@ -283,6 +283,8 @@ def test_the_models_chat_template_and_token_counts(page, session, tiny_model_dir
 def test_100k_examples_load_fast_and_only_displayed_rows_are_fetched(page, qtbot):
     examples = [chat(f"Question {n}: where is order {n}?", f"Answer {n}.") for n in range(100_000)]
     SftStore(page.session.project).add_many(examples)
+    QApplication.processEvents()  # the page hears of the import (one change) and shows it
+    assert page.model.rowCount() == 100_000
     started = time.perf_counter()
     page.model.requery()
     assert time.perf_counter() - started < 2.0

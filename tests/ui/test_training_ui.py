@@ -26,8 +26,8 @@ def prepare(window, tiny_project, qtbot):
 
 def test_start_watch_stop_reopen_and_resume(window, tiny_project, qtbot):
     session = prepare(window, tiny_project, qtbot)
-    window.show_page("Train")
-    page = window.train_page
+    window.show_page("SFT training")
+    page = window.sft_training_page
     assert page.start_button.isEnabled(), page.hint.text()
     page.form.editors["max_steps"].setValue(400)
     page.form.editors["batch_size"].setValue(2)
@@ -79,7 +79,8 @@ def test_start_watch_stop_reopen_and_resume(window, tiny_project, qtbot):
     qtbot.waitUntil(lambda: not window.runs.running, timeout=10_000)
     assert runs_page.table.item(0, 2).text() == "finished" and runs_page.table.item(0, 7).text() == "yes"
 
-    # The adapter is offered in Try it and answers there.
+    # The adapter is offered in Try it (on the Model page, which re-reads when shown) and answers there.
+    window.show_page("Model")
     try_it = window.model_page.try_it
     assert try_it.source.count() == 2 and "run %d" % run_id in try_it.source.itemText(1)
     try_it.source.setCurrentIndex(1)
@@ -106,7 +107,7 @@ def test_out_of_memory_ends_the_run_with_advice_and_the_app_goes_on(window, tiny
 
     real_collate = sft.collate
     monkeypatch.setattr(sft, "collate", collate_then_run_out_of_memory)
-    page = window.train_page
+    page = window.sft_training_page
     page.form.editors["max_steps"].setValue(50)
     page.start()
     qtbot.waitUntil(lambda: not window.runs.running and window.runs.run_id is not None, timeout=60_000)
@@ -120,7 +121,7 @@ def test_out_of_memory_ends_the_run_with_advice_and_the_app_goes_on(window, tiny
 
 def test_opening_another_project_drops_the_adapters_of_the_first(window, tiny_project, tmp_path, qtbot):
     session = prepare(window, tiny_project, qtbot)
-    page = window.train_page
+    page = window.sft_training_page
     page.form.editors["max_steps"].setValue(2)
     page.start()
     qtbot.waitUntil(lambda: window.runs.run_id is not None and not window.runs.running, timeout=60_000)

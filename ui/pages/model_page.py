@@ -12,7 +12,7 @@ from workbench.config import DEVICES, DTYPES, QUANTIZATIONS, ModelSpec
 from workbench.models.sources import cached_hub_ids
 from workbench.progress import Progress
 from ui.formatting import human_bytes, human_count
-from ui.pages.try_it import TryItBox
+from ui.widgets.try_it import TryItBox
 from ui.session import WorkbenchSession
 
 SOURCE_LABELS = {

@@ -23,9 +23,10 @@ from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate,
 from workbench.train.memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
 from workbench.train.runs import RunRecord
-from ui.pages.train_page import RunMonitor, RunSettings, lay_out_run_page
+from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.text_views import TextDialog, one_line, read_only_table
+from ui.change_flow import follow
 from ui.session import WorkbenchSession
 
 PROGRESS_KEYS = ("objective/score", "objective/kl", "kl/coef")
@@ -161,7 +162,7 @@ class ComparisonView(QWidget):
         self.send_button.clicked.connect(self.send)
         self.table.cellDoubleClicked.connect(self.open_pair)
         self.table.currentCellChanged.connect(lambda row, *_: self._read(row))
-        session.project_data_changed.connect(self._show_human)
+        follow(session, self, {"rankings"}, self._show_human)  # the sent prompts being ranked
         session.model_changed.connect(self._update_buttons)
 
     def refresh(self) -> None:
@@ -264,8 +265,7 @@ class ComparisonView(QWidget):
     def send(self) -> None:
         if self.comparison is None or self.session.project is None:
             return
-        made = send_to_ranking(self.session.project, self.comparison)
-        self.session.project_data_changed.emit()
+        made = send_to_ranking(self.session.project, self.comparison)  # the Rank page sees them as a change
         self._show_human()
         self._update_buttons()
         if made:
@@ -302,6 +302,7 @@ class PpoPage(QWidget):
     def __init__(self, session: WorkbenchSession, runs: RunManager):
         super().__init__()
         self.session, self.runs = session, runs
+        self._listed: tuple = ((), (), ())  # finished SFT adapters, reward models, PPO runs shown
         # The adapter and reward-model combos are filled from the project's finished runs.
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
@@ -338,7 +339,7 @@ class PpoPage(QWidget):
                           self.samples.show_samples(log.step, list(log.samples)))
         session.project_changed.connect(self._project_changed)
         session.model_changed.connect(self._update_enabled)
-        session.adapters_changed.connect(self.refresh)
+        follow(session, self, {"runs"}, self._runs_changed)
         runs.state_changed.connect(self._update_enabled)
         self._project_changed()
 
@@ -347,12 +348,25 @@ class PpoPage(QWidget):
         self.refresh()
         self.settings.restore(self.session.project)  # the form's `changed` re-estimates memory
 
+    def _finished_runs(self) -> tuple:
+        project = self.session.project
+        if project is None:
+            return (), (), ()
+        return (tuple(named_adapters(project, "sft")), tuple(run_id for run_id, _ in reward_runs(project)),
+                tuple(run_id for run_id, _ in policy_runs(project)))
+
+    @Slot()
+    def _runs_changed(self) -> None:
+        if self._finished_runs() != self._listed:
+            self.refresh()  # a run finished with an adapter (a status or a log line alone is not news)
+
     @Slot()
     def refresh(self) -> None:
         """Adapters and reward models to choose from, finished runs to compare, then the buttons."""
         project = self.session.project
-        sft = list(named_adapters(project, "sft")) if project else []
-        rms = [rm_adapter(run_id) for run_id, _ in reward_runs(project)] if project else []
+        self._listed = self._finished_runs()
+        sft = list(self._listed[0])
+        rms = [rm_adapter(run_id) for run_id in self._listed[1]]
         self.form.set_choices("init_adapter", [""] + sft)
         self.form.set_choices("reward_model", [""] + rms)
         self.comparison.refresh()

@@ -10,9 +10,6 @@ label is committed at once, with the annotator, the time spent and the order sho
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QHideEvent, QKeyEvent, QShowEvent
 from PySide6.QtWidgets import (
@@ -21,24 +18,27 @@ from PySide6.QtWidgets import (
 )
 
 from workbench import app_settings
+from workbench.data.labeling_session import MIN_LABELS_FOR_RATE, LabelingSession
 from workbench.data.prompts import PromptStore
-from workbench.data.ranking_draft import RankingDraft
-from workbench.data.rankings import Batch, RankingStore, blind_order
+from workbench.data.rankings import RankingStore
 from workbench.data.response_generation import GenerationEvent, available_sources
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
-from workbench.train.reward import reward_runs, score_batches, uncertainty
+from workbench.train.reward import reward_runs, score_batches
+from ui.change_flow import follow
+from ui.formatting import plural
 from ui.generation_queue import GenerationQueue
-from ui.pages.generation_settings import GenerationSettings
-from ui.pages.prompt_list import PromptList
-from ui.pages.response_pane import ResponsePane
+from ui.widgets.generation_settings import GenerationSettings
+from ui.widgets.prompt_list import PromptList
+from ui.widgets.response_pane import ResponsePane
 from ui.session import WorkbenchSession
+from ui.text_views import ElidedLabel
 
 KEYS_HELP = ("1–{k} pick next best · = tie with previous · Enter submit (rest tie last) · 0 all bad · "
              "Backspace undo pick · Esc clear · S skip · ←/→ previous/next prompt · E make the best one ideal "
              "(SFT) · R new responses")
-STYLE = "QLabel#rankStatus, QLabel#rankProgress { color: #555; } QLabel#keysHelp { color: #777; }"
-MIN_LABELS_FOR_RATE = 5  # a labeling speed from fewer labels is noise
+STYLE = ("QLabel#rankStatus, QLabel#rankProgress { color: #555; } QLabel#keysHelp { color: #777; } "
+         "QLabel#rankWaiting { color: #8a5a00; }")
 
 
 class KeyBoard(QFrame):
@@ -80,28 +80,25 @@ class RankingPage(QWidget):
         self.setStyleSheet(STYLE)
         self.queue = GenerationQueue(session)
         self.annotator = app_settings.annotator()
-        self.prompt_id: int | None = None
-        self.batch: Batch | None = None
-        self.batch_uid: str | None = None  # known while streaming, before the batch is saved
-        self.order: list[int] = []  # generation positions, left to right on screen
-        self.draft = RankingDraft(0)
-        self.all_bad = False
-        self.shown_at = time.monotonic()
-        self.waiting_since: float | None = None  # moved on to a prompt whose responses were not ready
-        self.waits: list[float] = []  # seconds between a submit and the next responses being ready
+        # What is shown, the draft, the clock and the waits: all in the core.
+        self.labeling = LabelingSession(session.project, self.annotator)
+        self._reward_runs: list[int] = []
+        self.uncertainty_job = None
         self.ask_name = self._ask_name  # replaced in tests
 
         self.title = QLabel("Rank responses")
         self.title.setObjectName("pageTitle")
         self.annotator_label = QLabel()
         self.change_annotator = QPushButton("Change…")
-        self.progress = QLabel()
+        self.progress = ElidedLabel()
         self.progress.setObjectName("rankProgress")
         self.settings = GenerationSettings()
         self.prompts = PromptList()
         self.prompt_view = QTextBrowser()
         self.prompt_view.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.prompt_view.setMaximumHeight(80)
+        self.waiting = ElidedLabel()  # what the annotator is waiting for, and how fast it comes
+        self.waiting.setObjectName("rankWaiting")
         self.board = KeyBoard()
         self.panes_row = QHBoxLayout()
         self.panes: list[ResponsePane] = []
@@ -127,12 +124,9 @@ class RankingPage(QWidget):
         self.least_sure_first = QCheckBox("Least sure first")
         self.least_sure_first.setToolTip("Go through the prompts the reward model is least sure about first "
                                          "(the smallest gap between its two best scores)")
-        self.scores: dict[str, list[float]] = {}  # batch uid -> reward score per response (generation order)
-        self.priority: list[int] = []  # prompt ids, least sure first, while "Least sure first" is on
-        self.score_task = None
         self.reveal = QCheckBox("Show models")
         self.reveal.setToolTip("Show which model wrote each response (only once you have labeled the prompt)")
-        self.status = QLabel()
+        self.status = ElidedLabel()
         self.status.setObjectName("rankStatus")
         self.keys_help = QLabel()
         self.keys_help.setObjectName("keysHelp")
@@ -159,7 +153,7 @@ class RankingPage(QWidget):
         self.previous_button.clicked.connect(lambda: self.step(-1))
         self.next_button.clicked.connect(lambda: self.step(1))
         self.regenerate_button.clicked.connect(self.regenerate)
-        self.reveal.toggled.connect(lambda _: self._show_batch())
+        self.reveal.toggled.connect(lambda _: self._render())
         self.show_scores.toggled.connect(self._score_current)
         self.least_sure_first.toggled.connect(self._order_by_uncertainty)
         self.queue.streaming.connect(self._on_streaming)
@@ -168,16 +162,17 @@ class RankingPage(QWidget):
         self.queue.state_changed.connect(self._update_progress)
         session.project_changed.connect(self._project_changed)
         session.project_closing.connect(self.queue.stop_now)
-        session.project_data_changed.connect(self._prompts_changed)
+        session.project_closing.connect(self._project_closing)
         session.model_changed.connect(self._queue_ahead)
-        session.adapters_changed.connect(self._sources_changed)
+        follow(session, self, {"prompts", "responses", "rankings"}, self._prompts_changed)
+        follow(session, self, {"runs"}, self._sources_changed)  # a new adapter or reward model
         self._project_changed()
 
     def _layout(self) -> None:
         top = QHBoxLayout()
         top.addWidget(self.title)
-        top.addStretch(1)
-        top.addWidget(self.progress)
+        top.addSpacing(24)
+        top.addWidget(self.progress, 1, Qt.AlignmentFlag.AlignRight)
         top.addSpacing(16)
         top.addWidget(self.annotator_label)
         top.addWidget(self.change_annotator)
@@ -194,11 +189,12 @@ class RankingPage(QWidget):
         navigation.addWidget(self.reveal)
         navigation.addWidget(self.show_scores)
         navigation.addWidget(self.least_sure_first)
-        navigation.addStretch(1)
-        navigation.addWidget(self.status)
+        navigation.addSpacing(16)
+        navigation.addWidget(self.status, 1)
         board = QVBoxLayout(self.board)
         board.setContentsMargins(0, 0, 0, 0)
         board.addWidget(self.prompt_view)
+        board.addWidget(self.waiting)
         board.addLayout(self.panes_row, 1)
         board.addLayout(actions)
         board.addLayout(navigation)
@@ -219,23 +215,35 @@ class RankingPage(QWidget):
     def _project_changed(self) -> None:
         project = self.session.project
         self.queue.wanted = []
-        self.prompt_id = self.batch = self.batch_uid = None
+        visible = self.labeling.visible
+        self.labeling = LabelingSession(project, self.annotator)
+        self.labeling.set_visible(visible)
+        self.status.setText("")  # "Saved: …" spoke of the old project
         self.prompts.set_store(PromptStore(project) if project else None, self.annotator)
         self._sources_changed()
         self._update_annotator()
-        self._clear_panes("Choose a prompt on the left.")
         if project is not None and self.isVisible():
             self.go_to_next_unlabeled()
+        else:
+            self._render("Choose a prompt on the left." if project else "Open or create a project first.")
+
+    @Slot()
+    def _project_closing(self) -> None:
+        visible = self.labeling.visible
+        self.labeling = LabelingSession(None, self.annotator)  # nothing may read the closed file
+        self.labeling.set_visible(visible)
 
     @Slot()
     def _sources_changed(self) -> None:
         project = self.session.project
         self.settings.set_available(list(available_sources(project)) if project else [])
-        has_reward = bool(project and reward_runs(project))
-        self.scores = {}  # a new reward model scores differently
+        rewards = [run_id for run_id, _ in reward_runs(project)] if project else []
+        if rewards != self._reward_runs:
+            self._reward_runs = rewards
+            self.labeling.new_reward_model()  # a new reward model scores differently
         for box in (self.show_scores, self.least_sure_first):
-            box.setEnabled(has_reward)
-            if not has_reward:
+            box.setEnabled(bool(rewards))
+            if not rewards:
                 box.setChecked(False)
 
     def _ask_name(self, current: str) -> str:
@@ -248,14 +256,14 @@ class RankingPage(QWidget):
         name = name.strip()
         if not name or name == self.annotator:
             return
-        self.annotator = name
+        self.annotator = self.labeling.annotator = name
         if remember:
             app_settings.set_annotator(name)
         self.prompts.annotator = name
         self.prompts.refresh()
         self._update_annotator()
-        if self.prompt_id is not None:
-            self.show_prompt(self.prompt_id)
+        if self.labeling.prompt_id is not None:
+            self.show_prompt(self.labeling.prompt_id)
 
     def _update_annotator(self) -> None:
         self.annotator_label.setText(f"Labeling as <b>{self.annotator}</b>" if self.annotator
@@ -269,9 +277,10 @@ class RankingPage(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        self.labeling.set_visible(True)
         if not self.annotator:
             self.set_annotator(self.ask_name(""))
-        if self.prompt_id is None and self.session.project is not None:
+        if self.labeling.prompt_id is None and self.session.project is not None:
             self.go_to_next_unlabeled()
         else:
             self._queue_ahead()
@@ -280,6 +289,7 @@ class RankingPage(QWidget):
     def hideEvent(self, event: QHideEvent) -> None:
         # Leave the model free for the page the user went to. Batches already made are saved;
         # the prompt in progress is dropped and made again when the page is shown.
+        self.labeling.set_visible(False)  # the label's clock stops
         self.queue.wanted = []
         if self.queue.task is not None:
             self.queue.task.stop()
@@ -287,93 +297,94 @@ class RankingPage(QWidget):
 
     # ---- which prompt is shown -----------------------------------------------------------
 
-    def all_prompts(self) -> list:
-        return PromptStore(self.session.project).rows(self.annotator) if self.session.project else []
+    @property
+    def prompt_id(self) -> int | None:
+        return self.labeling.prompt_id
+
+    @property
+    def batch(self):
+        return self.labeling.batch
+
+    @property
+    def draft(self):
+        return self.labeling.draft
 
     def go_to_next_unlabeled(self, after: int | None = None) -> None:
-        rows = self.all_prompts()
-        if not rows:
-            self._clear_panes("No prompts yet: add some, import a file, or take the SFT examples' prompts.")
-            return
-        ids = [r.id for r in rows]
-        start = ids.index(after) + 1 if after in ids else 0
-        by_id = {r.id: r for r in rows}
-        first = [by_id[p] for p in self.priority if p in by_id]  # least sure first, when asked
-        for row in first + rows[start:] + rows[:start]:
-            if not row.labeled_by_me and row.id != after:
-                self.show_prompt(row.id)
-                return
-        if after in ids and not rows[ids.index(after)].labeled_by_me:
-            self.status.setText("This is the last prompt you have not labeled.")
-        else:
-            self.status.setText("Every prompt is labeled. Add prompts, or go back to change a label.")
-        self.show_prompt(after if after in ids else ids[0])
+        said = self.labeling.next_unlabeled(after)
+        if said:
+            self.status.setText(said)
+        self._after_showing()
 
     def step(self, delta: int) -> None:
-        ids = [r.id for r in self.all_prompts()]
-        if ids:
-            index = ids.index(self.prompt_id) + delta if self.prompt_id in ids else 0
-            self.show_prompt(ids[index % len(ids)])
+        self.labeling.step(delta)
+        self._after_showing()
 
     @Slot(int)
     def show_prompt(self, prompt_id: int) -> None:
-        project = self.session.project
-        if project is None:
+        if self.session.project is None:
             return
         try:
-            messages = PromptStore(project).messages(prompt_id)
+            self.labeling.show(prompt_id)
         except WorkbenchError as error:
             self.status.setText(str(error))
             return
-        self.prompt_id = prompt_id
-        self.prompts.select(prompt_id, announce=False)
-        self.prompt_view.setMarkdown("\n\n".join(
-            f"**{m['role'].capitalize()}:** {m['content']}" for m in messages))
-        self.batch = RankingStore(project).latest_batch(prompt_id)
-        self.batch_uid = self.batch.uid if self.batch else None
-        self.shown_at = time.monotonic()
-        self._load_draft()
-        self._show_batch()
+        self._after_showing()
+
+    def _after_showing(self) -> None:
+        if self.labeling.prompt_id is not None:
+            self.prompts.select(self.labeling.prompt_id, announce=False)
+        self._render()
         self._queue_ahead()
         self._score_current()
         self.board.setFocus()
 
-    def _load_draft(self) -> None:
-        """Start from the annotator's saved ranking of this batch, if there is one."""
-        k = len(self.batch.responses) if self.batch else self.settings.k.value()
-        self.draft, self.all_bad = RankingDraft(k), False
-        self.order = blind_order(self.batch_uid, self.annotator, range(k)) if self.batch_uid else list(range(k))
-        if self.batch is None:
+    def _render(self, empty_message: str | None = None) -> None:
+        """Show the prompt and its panes as the labeling session has them."""
+        labeling = self.labeling
+        if labeling.prompt_id is None:
+            self._build_panes(self.settings.k.value())
+            for pane in self.panes:
+                pane.clear(empty_message or "")
+            self.prompt_view.clear()
+            self.waiting.setText("")
+            self._update_draft_view()
             return
-        saved = RankingStore(self.session.project).ranking(self.batch.uid, self.annotator)
-        if saved is not None:  # shown as it was labeled, whatever order the label came with
-            pane_of = {response: pane for pane, response in enumerate(saved.shown_order)}
-            position = {r.id: r.position for r in self.batch.responses}
-            self.order = [position[r] for r in saved.shown_order]
-            self.draft.load([[pane_of[r] for r in group] for group in saved.groups])
-            self.all_bad = saved.all_bad
-
-    def _show_batch(self) -> None:
-        """Fill the panes from the saved batch (or show that responses are on their way)."""
-        if self.batch is None:
+        self.prompt_view.setMarkdown("\n\n".join(
+            f"**{m['role'].capitalize()}:** {m['content']}" for m in labeling.messages))
+        if labeling.k == 0:  # nothing written yet
             self._build_panes(self.settings.k.value())
             waiting = ("Writing responses…" if self.session.models.loaded
                        else "Load a model on the Model page to generate responses.")
             for pane in self.panes:
                 pane.clear(waiting)
-            self._update_draft_view()
-            return
-        self._build_panes(len(self.batch.responses))
-        labeled = RankingStore(self.session.project).ranking(self.batch.uid, self.annotator) is not None
+        else:
+            self._build_panes(labeling.k)
+            self._fill_panes()
+        self._update_waiting()
+        self._update_draft_view()
+
+    def _fill_panes(self) -> None:
+        labeling, batch = self.labeling, self.labeling.batch
+        labeled = labeling.labeled
         self.reveal.setEnabled(labeled)
-        for pane, position in zip(self.panes, self.order):
-            response = self.batch.responses[position]
+        scores = labeling.scores.get(batch.uid) if batch is not None and self.show_scores.isChecked() else None
+        for pane, position in zip(self.panes, labeling.order):
+            if batch is None:
+                streaming = labeling.streaming
+                pane.show_response(streaming.texts[position], streaming=not streaming.finished[position],
+                                   tokens=streaming.tokens[position] or None)
+                continue
+            response = batch.responses[position]
             source = response.generator.get("source", "") if labeled and self.reveal.isChecked() else ""
-            scores = self.scores.get(self.batch.uid) if self.show_scores.isChecked() else None
             pane.show_response(response.text, tokens=response.generator.get("tokens"), source=source,
                                cut_off=not response.generator.get("finished", True),
                                score=scores[position] if scores else None)
-        self._update_draft_view()
+
+    def _update_waiting(self) -> None:
+        text = self.labeling.waiting_for()
+        if text and not self.session.models.loaded:
+            text = "Load a model on the Model page to generate responses."
+        self.waiting.setText(text)
 
     def _build_panes(self, k: int) -> None:
         if len(self.panes) == k:
@@ -389,39 +400,25 @@ class RankingPage(QWidget):
             self.panes_row.addWidget(pane, 1)
         self.keys_help.setText(KEYS_HELP.format(k=k))
 
-    def _clear_panes(self, message: str) -> None:
-        self._build_panes(self.settings.k.value())
-        for pane in self.panes:
-            pane.clear(message)
-        self.prompt_view.clear()
-        self.strip.clear()
-
     # ---- responses arriving --------------------------------------------------------------
 
     @Slot(object)
     def _on_streaming(self, event: GenerationEvent) -> None:
-        if event.prompt_id != self.prompt_id or self.batch is not None:
-            return
-        if self.batch_uid != event.batch_uid:
-            self.batch_uid = event.batch_uid
-            self.order = blind_order(event.batch_uid, self.annotator, range(len(event.texts)))
-            self._build_panes(len(event.texts))
-            self.draft = RankingDraft(len(event.texts))
-        for pane, position in zip(self.panes, self.order):
-            pane.show_response(event.texts[position], streaming=not event.finished[position])
+        if self.labeling.on_streaming(event.prompt_id, event.batch_uid, event.texts, event.finished, event.tokens):
+            self._build_panes(self.labeling.k)
+            self._fill_panes()
+            self._update_waiting()
+            self._update_draft_view()
 
     @Slot(int, str)
     def _on_ready(self, prompt_id: int, batch_uid: str) -> None:
         self.prompts.refresh()
-        if prompt_id == self.prompt_id and (self.batch is None or self.batch.uid != batch_uid):
-            if self.waiting_since is not None:
-                self.waits.append(time.monotonic() - self.waiting_since)
-                self.waiting_since = None
-            self.batch = RankingStore(self.session.project).batch(batch_uid)
-            self.batch_uid = batch_uid
-            self._load_draft()
-            self._show_batch()
-            self._score_current()
+        if self.labeling.on_saved(prompt_id, batch_uid):
+            if self.labeling.submit_when_saved:
+                self.submit()
+            else:
+                self._render()
+                self._score_current()
         self._update_progress()
 
     @Slot(str)
@@ -433,13 +430,8 @@ class RankingPage(QWidget):
         """Want this prompt's responses (if missing) and the next few unlabeled prompts'."""
         if self.session.project is None or not self.isVisible():
             return
-        rows = self.all_prompts()
-        ids = [r.id for r in rows]
-        start = ids.index(self.prompt_id) if self.prompt_id in ids else 0
-        upcoming = [r.id for r in rows[start + 1:] + rows[:start] if not r.labeled_by_me and not r.responses]
-        wanted = ([self.prompt_id] if self.prompt_id is not None else []) + upcoming[:self.settings.ahead.value()]
         self.queue.config = self.settings.value()
-        self.queue.want(wanted)
+        self.queue.want(self.labeling.wanted(self.settings.ahead.value()))
 
     # ---- ranking -------------------------------------------------------------------------
 
@@ -457,8 +449,8 @@ class RankingPage(QWidget):
         elif key == Qt.Key.Key_Backspace:
             self.undo_pick()
         elif key == Qt.Key.Key_Escape:
-            self.draft.clear()
-            self.all_bad = False
+            self.labeling.draft.clear()
+            self.labeling.all_bad = False
             self._update_draft_view()
         elif key == Qt.Key.Key_S:
             self.skip()
@@ -475,9 +467,12 @@ class RankingPage(QWidget):
 
     @Slot(int)
     def pick(self, pane: int) -> None:
-        if self.batch is None or pane >= len(self.panes):
+        if pane >= self.labeling.k:
             return
-        complete = self.draft.pick(pane)
+        if not self.labeling.readable(pane):
+            self.status.setText(f"Response {pane + 1} is still being written; pick a complete one.")
+            return
+        complete = self.labeling.pick(pane)
         self._update_draft_view()
         if complete and self.auto_submit.isChecked():
             self.submit()
@@ -490,59 +485,53 @@ class RankingPage(QWidget):
     @Slot()
     def undo_pick(self) -> None:
         self.draft.undo()
-        self.all_bad = False
+        self.labeling.all_bad = False
         self._update_draft_view()
 
     @Slot()
     def mark_all_bad(self) -> None:
         """None is acceptable: committed at once (any order picked so far is kept with it)."""
-        if self.batch is not None:
-            self.all_bad = True
-            self.submit()
+        if self.labeling.k:
+            self.submit(all_bad=True)
 
     @Slot()
-    def submit(self) -> None:
-        if self.batch is None:
-            return
-        if not self.draft.groups and not self.all_bad:
-            self.status.setText("Pick at least the best response (1–%d) before submitting." % len(self.panes))
+    def submit(self, all_bad: bool = False) -> None:
+        if self.labeling.k == 0:
             return
         if not self.annotator:
             self.set_annotator(self.ask_name(""))
             if not self.annotator:
                 return
-        shown = [self.batch.responses[p].id for p in self.order]
-        groups = [[shown[pane] for pane in group] for group in self.draft.final_groups()]
         try:
-            RankingStore(self.session.project).save_ranking(
-                self.batch.uid, self.annotator, groups, self.all_bad, time.monotonic() - self.shown_at, shown)
+            said = self.labeling.submit(all_bad)
         except WorkbenchError as error:
             self.status.setText(str(error))
             return
-        self.status.setText(f"Saved: {'all bad · ' if self.all_bad else ''}{self.draft.describe()}")
+        if said:
+            self.status.setText(said)
+        if self.labeling.prompt_id is None or not said.startswith("Saved prompt"):
+            self._update_draft_view()
+            return
         self.prompts.refresh()
-        self._move_on()
+        self._after_showing()
+        self._update_progress()
 
     @Slot()
     def skip(self) -> None:
-        self.status.setText("Skipped; it stays unlabeled.")
-        self._move_on()  # may say that there is nothing else to go to
-
-    def _move_on(self) -> None:
-        self.go_to_next_unlabeled(after=self.prompt_id)
-        self.waiting_since = time.monotonic() if self.batch is None else None
-        if self.batch is not None:
-            self.waits.append(0.0)
+        if self.labeling.prompt_id is None:
+            return
+        self.status.setText(self.labeling.skip())
+        self._after_showing()
         self._update_progress()
 
     @Slot()
     def regenerate(self) -> None:
-        if self.prompt_id is None or not self.session.models.loaded:
+        if self.labeling.prompt_id is None or not self.session.models.loaded:
             return
-        self.batch = self.batch_uid = None
-        self._show_batch()
+        self.labeling.forget_batch()
+        self._render()
         self.queue.config = self.settings.value()
-        self.queue.regenerate(self.prompt_id)
+        self.queue.regenerate(self.labeling.prompt_id)
 
     @Slot()
     def _strip_reordered(self) -> None:
@@ -551,66 +540,73 @@ class RankingPage(QWidget):
         self._update_draft_view()
 
     def _update_draft_view(self) -> None:
+        labeling = self.labeling
         for pane in self.panes:
-            place = self.draft.place_of(pane.index)
-            tied = place is not None and len(self.draft.groups[place - 1]) > 1
-            pane.set_place(place, tied, self.all_bad)
+            place = labeling.draft.place_of(pane.index)
+            tied = place is not None and len(labeling.draft.groups[place - 1]) > 1
+            pane.set_place(place, tied, labeling.all_bad)
         self.strip.blockSignals(True)
         self.strip.clear()
-        for pane in self.draft.placed():
+        for pane in labeling.draft.placed():
             self.strip.addItem(f"  {pane + 1}  ")
             self.strip.item(self.strip.count() - 1).setData(Qt.ItemDataRole.UserRole, pane)
         self.strip.blockSignals(False)
-        ready = self.batch is not None
-        for button in (self.submit_button, self.all_bad_button, self.tie_button, self.undo_button):
-            button.setEnabled(ready)
+        pickable = labeling.k > 0
+        for button in (self.submit_button, self.all_bad_button):
+            button.setEnabled(pickable)
+        self.tie_button.setEnabled(bool(labeling.draft.groups))
+        self.undo_button.setEnabled(bool(labeling.draft.groups) or labeling.draft.tie_next)
+        has_prompt = labeling.prompt_id is not None
+        for button in (self.skip_button, self.previous_button, self.next_button):
+            button.setEnabled(has_prompt)
+        self.regenerate_button.setEnabled(has_prompt and self.session.models.loaded)
 
     # ---- reward scores ---------------------------------------------------------------------
 
     @Slot()
     def _score_current(self) -> None:
-        """Score the shown batch with the reward model (in the background) if scores are on."""
-        if (self.show_scores.isChecked() and self.batch is not None and self.batch.uid not in self.scores
-                and not self._scoring()):
-            self._score([self.batch.uid], lambda uid, scores: self._show_batch() if self.batch
-                        and uid == self.batch.uid else None)
+        """Score the shown batch with the reward model (after the prompt being written) if scores are on."""
+        batch = self.labeling.batch
+        if self.show_scores.isChecked() and batch is not None and batch.uid not in self.labeling.scores:
+            self._score([batch.uid])
 
     @Slot(bool)
     def _order_by_uncertainty(self, on: bool) -> None:
-        self.priority = []
-        if not on or self.session.project is None:
+        self.labeling.set_least_sure_first(on)
+        if not on:
+            if self.uncertainty_job is not None:
+                self.uncertainty_job.stop()  # its late report changes nothing (see order_by_uncertainty)
+            self.status.setText("Prompts in their own order again.")
+            self._queue_ahead()
             return
-        store = RankingStore(self.session.project)
-        batches = {}
-        for row in self.all_prompts():
-            if not row.labeled_by_me and row.responses:
-                batches[store.latest_batch(row.id).uid] = row.id
-        self.status.setText(f"Scoring {len(batches)} prompts to find the least certain…")
+        batches = self.labeling.unscored_batches()
+        after = " after the responses being written" if self.queue.running else ""
+        self.status.setText(f"Scoring {plural(len(batches), 'prompt')}{after} to find the least certain…")
 
         def done(_outcome: str) -> None:
-            scored = [(uncertainty(self.scores[uid]), prompt) for uid, prompt in batches.items() if uid in self.scores]
-            self.priority = [prompt for _, prompt in sorted(scored)]
-            self.status.setText(f"Least sure first: {len(self.priority)} prompts ordered by the reward model.")
-            if self.priority:
-                self.show_prompt(self.priority[0])
+            self.uncertainty_job = None
+            ordered = self.labeling.order_by_uncertainty()
+            if not self.labeling.least_sure_first:
+                return  # turned off while scoring
+            self.status.setText(f"Least sure first: {plural(ordered, 'prompt')} ordered by the reward model.")
+            if self.labeling.priority:
+                self.show_prompt(self.labeling.priority[0])
 
-        self._score([uid for uid in batches if uid not in self.scores], None, done)
+        self.uncertainty_job = self._score(list(batches), done)
 
-    def _scoring(self) -> bool:
-        return self.score_task is not None and self.score_task.running
-
-    def _score(self, uids: list[str], each=None, done=None) -> None:
-        if self._scoring():
-            self.score_task.stop()
+    def _score(self, uids: list[str], done=None):
+        """Score these batches once the model is free of the prompt being written (the queue
+        waits for the scores before it starts the next prompt)."""
         project, models = self.session.project, self.session.models
 
         def got(item) -> None:
             uid, scores = item
-            self.scores[uid] = scores
-            if each is not None:
-                each(uid, scores)
+            self.labeling.scores[uid] = scores
+            batch = self.labeling.batch
+            if batch is not None and uid == batch.uid and self.show_scores.isChecked():
+                self._fill_panes()
 
-        self.score_task = self.session.run_task(
+        return self.queue.run_when_free(
             lambda should_stop: score_batches(project, models, uids, should_stop=should_stop),
             on_item=got, on_error=lambda message: self.status.setText(f"Could not score: {message}"),
             on_finished=done)
@@ -619,16 +615,15 @@ class RankingPage(QWidget):
 
     @Slot(int)
     def make_ideal(self, pane: int) -> None:
-        if self.batch is None or pane >= len(self.order):
+        if not self.labeling.readable(pane):
             return
         project = self.session.project
-        messages = PromptStore(project).messages(self.prompt_id)
-        response = self.batch.responses[self.order[pane]]
-        text = self.edit_ideal(messages[-1]["content"], response.text)
+        messages = self.labeling.messages
+        text = self.edit_ideal(messages[-1]["content"], self.labeling.pane_text(pane))
         if text is None or not text.strip():
             return
         example = SftStore(project).add([*messages, {"role": "assistant", "content": text.strip()}],
-                                        source=f"ranking: prompt {self.prompt_id}")
+                                        source=f"ranking: prompt {self.labeling.prompt_id}")
         self.status.setText(f"Saved as SFT example #{example}.")
 
     def edit_ideal(self, prompt: str, text: str) -> str | None:
@@ -638,30 +633,36 @@ class RankingPage(QWidget):
 
     @Slot()
     def _prompts_changed(self) -> None:
+        """Prompts, responses or rankings changed (here or on another page): list them again;
+        the prompt being ranked keeps its picks and its clock."""
         self.prompts.set_store(self.prompts.store, self.annotator)  # new tags and prompts too
-        if self.session.project is None:
+        project, labeling = self.session.project, self.labeling
+        if project is None:
             return
-        if self.prompt_id is not None and PromptStore(self.session.project).row(self.prompt_id) is None:
-            self.prompt_id = None
-            self.go_to_next_unlabeled()
-        elif self.prompt_id is not None:
-            self.show_prompt(self.prompt_id)
+        if labeling.prompt_id is not None and PromptStore(project).row(labeling.prompt_id) is None:
+            self.go_to_next_unlabeled()  # deleted
+        elif labeling.prompt_id is not None:
+            labeling.messages = PromptStore(project).messages(labeling.prompt_id)  # edited
+            latest = RankingStore(project).latest_batch(labeling.prompt_id)
+            waiting = labeling.batch is None and labeling.prompt_id not in self.queue.pending()
+            if waiting and latest is not None:  # responses came from elsewhere (a pack)
+                labeling.on_saved(labeling.prompt_id, latest.uid)
+            self._render()
         self._update_progress()
 
     @Slot()
     def _update_progress(self) -> None:
-        project = self.session.project
-        if project is None:
+        progress = self.labeling.progress()
+        if not progress:
             self.progress.setText("")
             return
-        progress = RankingStore(project).progress(self.annotator)
         parts = [f"{progress['labeled']:,} / {progress['total']:,} labeled by {self.annotator or 'you'}"]
-        if progress["labels_per_hour"] and progress["labeled"] >= MIN_LABELS_FOR_RATE:  # one label makes no rate
-            parts.append(f"{progress['labels_per_hour']:,.0f} labels/hour")
-        if self.waits:
-            waits = sorted(self.waits)
-            p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
-            parts.append(f"waiting for responses: median {statistics.median(waits):.1f} s, 95% within {p95:.1f} s")
+        rate = progress["labels_per_hour"]
+        if rate and progress["labeled"] >= MIN_LABELS_FOR_RATE:  # one label makes no rate
+            parts.append(f"{rate:,.0f} labels/hour")
+        if progress["waits_first"]:
+            median, p95 = progress["waits_first"]
+            parts.append(f"waiting for responses: median {median:.1f} s, 95% within {p95:.1f} s")
         ahead = len(self.queue.pending())
         if ahead:
             parts.append(f"generating {ahead} ahead")

@@ -1,6 +1,6 @@
 """Reward page: train a reward model on the rankings, watch it learn, and see how good it is.
 
-Left: the settings (RewardConfig) and Start. Middle: the live run (the Train page's monitor,
+Left: the settings (RewardConfig) and Start. Middle: the live run (the monitor every training page has,
 following reward-model runs). Right: the evaluation of a finished run, read from its validation
 pairs: accuracy with its 95% interval, accuracy per annotator, chosen vs rejected score
 histograms, the score/length correlation (flagged when high), and the pairs it gets most wrong.
@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (
 from workbench.train.reward import METRIC_KEYS, RewardConfig, reward_runs
 from workbench.train.reward_data import preference_pairs
 from workbench.train.reward_eval import LENGTH_WARNING, RewardEvaluation, evaluate_run
-from ui.pages.train_page import RunMonitor, RunSettings, lay_out_run_page
+from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
+from ui.change_flow import follow
 from ui.session import WorkbenchSession
 from ui.text_views import TextDialog, one_line, read_only_table
 
@@ -120,6 +121,7 @@ class RewardPage(QWidget):
     def __init__(self, session: WorkbenchSession, runs: RunManager):
         super().__init__()
         self.session, self.runs = session, runs
+        self._listed: list = []  # the finished reward-model runs offered for evaluation
         self.settings = RunSettings("Reward-model settings", RewardConfig, "Start reward-model run", "rm_settings")
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
         self.monitor = RunMonitor(runs, kind="rm", keys=METRIC_KEYS, progress_keys=PROGRESS_KEYS)
@@ -139,7 +141,7 @@ class RewardPage(QWidget):
         session.project_changed.connect(lambda: self.settings.restore(session.project))
         session.project_changed.connect(self.refresh)
         session.model_changed.connect(self._update_enabled)
-        session.adapters_changed.connect(self.refresh)
+        follow(session, self, {"runs"}, self._runs_changed)
         runs.state_changed.connect(self._update_enabled)
         self.refresh()
 
@@ -150,10 +152,17 @@ class RewardPage(QWidget):
             self.runs.start("rm", config)
 
     @Slot()
+    def _runs_changed(self) -> None:
+        project = self.session.project
+        if project is not None and self._listed != reward_runs(project):
+            self.refresh()  # a reward model finished (a run's status or its log alone is not news)
+
+    @Slot()
     def refresh(self) -> None:
         """The finished runs to evaluate (newest first), then the buttons."""
         project = self.session.project
         runs = reward_runs(project) if project is not None else []
+        self._listed = runs
         self.evaluation.run.blockSignals(True)
         self.evaluation.run.clear()
         for run_id, folder in runs:
@@ -174,7 +183,7 @@ class RewardPage(QWidget):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        self._update_enabled()  # rankings may have changed on the Rank page meanwhile
+        self._update_enabled()  # counted when shown (rankings, the model and runs change while hidden)
 
     @Slot()
     def _update_enabled(self) -> None:

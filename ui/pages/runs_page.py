@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 from workbench.train.runs import RunRecord, run_summaries
 from ui.plots import MetricsView
 from ui.run_manager import TRAINERS, RunManager
+from ui.change_flow import follow
 from ui.session import WorkbenchSession
 
 COLUMNS = ("Run", "Kind", "Status", "Steps", "Train loss", "Validation loss", "Started", "Adapter", "Message")
@@ -82,8 +83,7 @@ class RunsPage(QWidget):
         session.project_changed.connect(self.refresh)
         # Hidden, the table waits: a refresh reloads the selected run's curves, a visible stall
         # when a run starts on another page. showEvent catches up.
-        runs.started.connect(lambda _: self.isVisible() and self.refresh())
-        runs.ended.connect(lambda *_: self.isVisible() and self.refresh())
+        follow(session, self, {"runs"}, self.refresh)  # started, paused, ended, a checkpoint
         runs.state_changed.connect(self._update_buttons)
         session.model_changed.connect(self._update_buttons)  # no resume while a model loads
         runs.step.connect(self._follow_active)

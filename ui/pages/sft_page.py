@@ -21,11 +21,13 @@ from workbench.data.sft_formats import ImportResult, read_sft_file, write_sft_fi
 from workbench.data.untrusted import ImportTooLarge
 from workbench.data.sft_store import SftStore
 from workbench.errors import WorkbenchError
+from ui.change_flow import follow
 from ui.formatting import plural
-from ui.pages.sft_editor import ExampleEditor
+from ui.widgets.sft_editor import ExampleEditor
 from ui.qt_models.sft_commands import AddExamples, DeleteExamples, EditExample, StoreCommand
 from ui.qt_models.sft_table import FLAGS, ID, LENGTH, PROMPT, RESPONSE, SORT_KEYS, SOURCE, TOKENS, TURNS, SftTableModel
 from ui.session import WorkbenchSession
+from ui.text_views import ElidedLabel
 
 SAVE_DELAY_MS = 400
 SEARCH_DELAY_MS = 250
@@ -68,6 +70,7 @@ class SftPage(QWidget):
         self._saved: list[dict] = []  # the edited example as stored: the "old" side of the next edit
         self._select_after_reset: list[int] | None = None
         self._fallback_row = 0
+        self._shown_revision = -1  # the project's "sft" revision the table shows
         self.undo_stack = QUndoStack(self)
         self.model = SftTableModel(parent=self)
 
@@ -75,7 +78,7 @@ class SftPage(QWidget):
         self.title.setObjectName("pageTitle")
         self.summary = QLabel()
         self.summary.setObjectName("pageSummary")
-        self.status = QLabel()
+        self.status = ElidedLabel()
         self.status.setObjectName("sftStatus")
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search messages and sources")
@@ -133,6 +136,7 @@ class SftPage(QWidget):
         session.project_closing.connect(self.save_edit)  # typing within the debounce is kept
         session.project_changed.connect(self._project_changed)
         session.model_changed.connect(self._model_changed)
+        follow(session, self, {"sft"}, self._records_changed)  # e.g. "Make ideal" on the Rank page
         self._project_changed()
         self._model_changed()
 
@@ -179,8 +183,8 @@ class SftPage(QWidget):
         heading.addWidget(self.title)
         heading.addSpacing(12)
         heading.addWidget(self.summary, 0, Qt.AlignmentFlag.AlignBaseline)
-        heading.addStretch(1)
-        heading.addWidget(self.status, 0, Qt.AlignmentFlag.AlignBaseline)
+        heading.addSpacing(24)
+        heading.addWidget(self.status, 1, Qt.AlignmentFlag.AlignBaseline)
         toolbar = QHBoxLayout()
         toolbar.addWidget(self.search, 3)
         toolbar.addWidget(self.filter)
@@ -217,8 +221,21 @@ class SftPage(QWidget):
         self.store = SftStore(project) if project is not None else None
         self._show_example(None)
         self.model.set_store(self.store)
+        self._shown_revision = project.revision("sft") if project is not None else -1
         self.body.setEnabled(self.store is not None)
+        self.status.setText("")  # "Redone: …" spoke of the old project
         self._update_summary()
+
+    @Slot()
+    def _records_changed(self) -> None:
+        """Examples written elsewhere (not by this page's own commands): show them."""
+        if self.store is None or self.session.project.revision("sft") == self._shown_revision:
+            return
+        self.save_edit()
+        self._shown_revision = self.session.project.revision("sft")
+        if self.editing_id is not None and not self.store.rows([self.editing_id]):
+            self._show_example(None)  # deleted elsewhere
+        self.model.requery()
 
     @Slot()
     def _model_changed(self) -> None:
@@ -298,6 +315,7 @@ class SftPage(QWidget):
 
     def _examples_changed(self, ids: list[int], reset: bool) -> None:
         """A command wrote to the store: show the result and the examples it touched."""
+        self._shown_revision = self.session.project.revision("sft")  # this page shows its own writes
         if reset:
             self._select_after_reset = ids
             self._fallback_row = max(self.table.currentIndex().row(), 0)  # a deleted row's successor

@@ -19,6 +19,7 @@ from workbench.data.pref_formats import FORMATS, import_preferences, write_prefe
 from workbench.data.untrusted import ImportTooLarge
 from workbench.errors import WorkbenchError
 from ui.formatting import plural
+from ui.change_flow import follow
 from ui.session import WorkbenchSession
 
 PACK_FILTER = "Labeling packs (*.rlhfpack);;All files (*)"
@@ -107,6 +108,7 @@ class TeamPage(QWidget):
         self.import_prefs_button.clicked.connect(self.choose_prefs_import)
         self.disagreements.cellDoubleClicked.connect(self._open_disagreement)
         session.project_changed.connect(self.refresh)
+        follow(session, self, {"prompts", "responses", "rankings"}, self.refresh)
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
@@ -233,8 +235,7 @@ class TeamPage(QWidget):
             return
         if message is None:
             return
-        self.session.project_data_changed.emit()
-        self.refresh()
+        self.refresh()  # the other pages see the import as a change to their records
         QMessageBox.information(self, title, message)
 
 

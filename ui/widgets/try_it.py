@@ -13,6 +13,7 @@ from workbench.models.generation import SamplingSettings, stream_chat
 from workbench.train.runs import finished_adapters
 from workbench.train.sft import adapter_name
 from workbench.progress import TextChunk
+from ui.change_flow import follow
 from ui.session import WorkbenchSession
 
 
@@ -81,7 +82,7 @@ class TryItBox(QGroupBox):
         self.prompt.submitted.connect(self.generate)
         session.model_changed.connect(self._update_enabled)
         session.model_changed.connect(self._list_sources)
-        session.adapters_changed.connect(self._list_sources)
+        follow(session, self, {"runs"}, self._list_sources)  # a run finished with an adapter
         session.project_changed.connect(self._list_sources)
         self._list_sources()
         self._update_enabled()
