@@ -24,8 +24,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
 def cmd_screenshots(args: argparse.Namespace) -> int:
     from ui.screenshots import render_screenshots
 
+    sizes = [tuple(int(n) for n in size.lower().split("x")) for size in args.size] if args.size else None
     for path in render_screenshots(Path(args.project), Path(args.outdir), load_model=not args.no_model,
-                                   train_steps=args.train_steps):
+                                   train_steps=args.train_steps, sizes=sizes, reward_steps=args.reward_steps):
         print(path)
     return 0
 
@@ -43,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     shots.add_argument("outdir", help="folder for the PNG files (created if missing)")
     shots.add_argument("--no-model", action="store_true", help="do not load the project's base model")
     shots.add_argument("--train-steps", type=int, default=0, metavar="N",
-                       help="first run N steps of SFT on a temporary copy of the project, so the Train "
-                       "and Runs pages show curves (the project itself is not changed)")
+                       help="first run N steps of SFT on a temporary copy of the project, so the SFT "
+                       "training and Runs pages show curves (the project itself is not changed)")
+    shots.add_argument("--size", action="append", metavar="WxH",
+                       help="window size, e.g. 1366x768 (repeat for several; default 1280x820, the app's own)")
+    shots.add_argument("--reward-steps", type=int, default=0, metavar="N",
+                       help="render again after an N-step reward-model run on the copy's rankings")
     shots.set_defaults(func=cmd_screenshots)
     return run(parser, argv, default=cmd_gui)
 

@@ -10,15 +10,20 @@ from workbench.errors import WorkbenchError
 SAMPLE_PROMPT = "My order hasn't arrived. What should I do?"
 
 
+DEFAULT_SIZE = (1280, 820)  # the main window's own size
+
+
 def render_screenshots(project: Path, outdir: Path, load_model: bool = True, prompt: str = SAMPLE_PROMPT,
-                       size: tuple[int, int] = (1280, 820), train_steps: int = 0) -> list[Path]:
+                       size: tuple[int, int] = DEFAULT_SIZE, train_steps: int = 0,
+                       sizes: list[tuple[int, int]] | None = None, reward_steps: int = 0) -> list[Path]:
     """One PNG per page. With a model, the pages work on a temporary copy of the project (never
     on the user's file): the Rank page generates and ranks, and with `train_steps` a short SFT
-    run is made first, so the Train and Runs pages show real curves."""
+    run is made first, so the SFT training and Runs pages show real curves. With several `sizes`
+    each gets a folder (e.g. 1366x768/); with `reward_steps` every page is rendered again after
+    a reward-model run of that many steps on synthetic rankings (folders ending -after-reward)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from ui.app import application
     from ui.main_window import MainWindow
-    from ui.plots import MetricsView
     from ui.session import WorkbenchSession
     from ui.waiting import wait_until
 
@@ -51,30 +56,73 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
             rank_for_screenshots(window)
         if window.sft_page.model.rowCount() > 0:
             window.sft_page.table.selectRow(0)
-        outdir.mkdir(parents=True, exist_ok=True)
+        sizes = sizes or [size]
+        folders = lambda tag: [(outdir / f"{w}x{h}{tag}" if len(sizes) > 1 or tag else outdir, (w, h))
+                               for w, h in sizes]
         written = []
-        for index, name in enumerate(window.pages, start=1):
-            window.show_page(name)
-            page = window.pages[name]
-            tabs = getattr(page, "tabs", None)  # a page with tabs gets one picture per tab
-            for tab in range(tabs.count() if tabs is not None else 1):
-                suffix = ""
-                if tabs is not None:
-                    tabs.setCurrentIndex(tab)
-                    suffix = "" if tab == 0 else "-" + "".join(c for c in tabs.tabText(tab).lower().replace(" ", "-")
-                                                               if c.isalnum() or c == "-")
-                # Plots on a page that was hidden draw when shown, one per timer pass.
-                views = page.findChildren(MetricsView)
-                wait_until(lambda: not any(view.pending for view in views), timeout_s=10)
-                path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}{suffix}.png"
-                if not window.grab().save(str(path)):
-                    raise WorkbenchError(f"could not write {path}")
-                written.append(path)
-            if tabs is not None:
-                tabs.setCurrentIndex(0)
+        for folder, (w, h) in folders(""):
+            window.resize(w, h)
+            written += grab_pages(window, folder)
+        if reward_steps and load_model:
+            train_reward_for_screenshots(window, reward_steps)
+            for folder, (w, h) in folders("-after-reward"):
+                window.resize(w, h)
+                written += grab_pages(window, folder)
         return written
     finally:
         window.close()
+
+
+def grab_pages(window, outdir: Path) -> list[Path]:
+    from ui.plots import MetricsView
+    from ui.waiting import wait_until
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, name in enumerate(window.pages, start=1):
+        window.show_page(name)
+        page = window.pages[name]
+        tabs = getattr(page, "tabs", None)  # a page with tabs gets one picture per tab
+        for tab in range(tabs.count() if tabs is not None else 1):
+            suffix = ""
+            if tabs is not None:
+                tabs.setCurrentIndex(tab)
+                suffix = "" if tab == 0 else "-" + "".join(c for c in tabs.tabText(tab).lower().replace(" ", "-")
+                                                           if c.isalnum() or c == "-")
+            # Plots on a page that was hidden draw when shown, one per timer pass.
+            views = page.findChildren(MetricsView)
+            wait_until(lambda: not any(view.pending for view in views), timeout_s=10)
+            path = outdir / f"{index:02d}-{name.lower().replace(' ', '-')}{suffix}.png"
+            if not window.grab().save(str(path)):
+                raise WorkbenchError(f"could not write {path}")
+            written.append(path)
+        if tabs is not None:
+            tabs.setCurrentIndex(0)
+    return written
+
+
+def train_reward_for_screenshots(window, steps: int) -> None:
+    """Rankings of every prompt with responses (the longer response first, as a hurried annotator
+    might), then a short reward-model run, so the Reward page shows a real evaluation."""
+    from workbench.data.rankings import RankingStore
+    from ui.waiting import wait_until
+
+    project = window.session.project
+    store = RankingStore(project)
+    for uid in store.batches():
+        batch = store.batch(uid)
+        if batch is not None and store.ranking(uid, "screenshots") is None:
+            ordered = sorted(batch.responses, key=lambda r: -len(r.text))
+            store.save_ranking(uid, "screenshots", [[r.id] for r in ordered], seconds_spent=8.0,
+                               shown_order=[r.id for r in batch.responses])
+    window.show_page("Reward")
+    form = window.reward_page.form
+    form.editors["max_steps"].setValue(steps)
+    form.editors["eval_every"].setValue(max(1, steps // 3))
+    window.reward_page.start()
+    wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
+    wait_until(lambda: not window.runs.running, timeout_s=1800)
+    wait_until(lambda: False, 0.5)
 
 
 def train_for_screenshots(window, steps: int) -> None:

@@ -182,7 +182,7 @@ def test_save_as_copies_data_and_artifacts(tmp_path):
     (project.artifacts_dir / "adapter.txt").write_text("weights")
     copy = project.save_as(tmp_path / "b")
     assert copy.path == (tmp_path / "b.rlhf").resolve()
-    assert copy.counts()["prompts"] == 1 and copy.name == "b"
+    assert copy.counts()["prompts"] == 1 and copy.name == "a"  # a copy keeps its name (issue 15)
     assert (artifacts_dir_for(copy.path) / "adapter.txt").read_text() == "weights"
     PromptStore(copy).add("only in the copy")
     assert project.counts()["prompts"] == 1

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.train.loop import named_adapters
-from workbench.train.ppo import METRIC_KEYS, SAMPLES_FILE, PpoConfig
+from workbench.train.ppo import METRIC_KEYS, PpoConfig, last_samples
 from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
 from workbench.train.memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
@@ -26,6 +26,8 @@ from workbench.train.runs import RunRecord
 from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.text_views import TextDialog, one_line, read_only_table
+from workbench.train.guidance import ppo_reward_advice
+from workbench.train.reward_eval import evaluate_run
 from ui.change_flow import follow
 from ui.session import WorkbenchSession
 
@@ -74,17 +76,13 @@ class SamplesTable(QWidget):
         self.preview.setMarkdown(self.markdown(self.table.currentRow()))  # the same row of the new step
 
     def show_from_run(self, record: RunRecord) -> None:
-        """The last step's samples of a past run, from its samples.jsonl."""
-        import json
-
-        path = record.folder / SAMPLES_FILE
-        if not path.is_file():
+        """The last step's samples of a past run."""
+        found = last_samples(record.folder)
+        if found is None:
             self.table.setRowCount(0)
             self.title.setText("This run kept no samples.")
             return
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        last = max((r["step"] for r in rows), default=0)
-        self.show_samples(last, [r for r in rows if r["step"] == last])
+        self.show_samples(*found)
 
     def markdown(self, row: int) -> str:
         if not 0 <= row < len(self.samples):
@@ -408,7 +406,7 @@ class PpoPage(QWidget):
         if not self.isVisible() and self.session.project is not None:
             return  # reads the database and re-estimates memory: done when the page is shown
         project, models = self.session.project, self.session.models
-        prompts = project.query("SELECT COUNT(*) FROM prompts")[0][0] if project is not None else 0
+        prompts = project.counts()["prompts"] if project is not None else 0
         has_rm = bool(reward_runs(project)) if project is not None else False
         reason = ("Open a project first." if project is None else
                   "Load a base model on the Model page first." if not models.loaded else
@@ -416,5 +414,7 @@ class PpoPage(QWidget):
                   "Train a reward model on the Reward page first." if not has_rm else
                   "A run is in progress." if self.runs.running else "")
         ready = f"{prompts:,} prompts, {models.info.name} on {models.info.device}." if models.info else ""
+        if has_rm and not reason:  # the reward model PPO would chase, newest first as the form's default
+            ready = f"{ready} {ppo_reward_advice(evaluate_run(reward_runs(project)[0][1].parent))}".strip()
         self.settings.set_ready(reason, ready, self.session.loading)
         self._estimate()

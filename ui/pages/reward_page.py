@@ -22,6 +22,7 @@ from workbench.train.reward_data import preference_pairs
 from workbench.train.reward_eval import LENGTH_WARNING, RewardEvaluation, evaluate_run
 from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
+from workbench.train.guidance import reward_data_advice
 from ui.change_flow import follow
 from ui.session import WorkbenchSession
 from ui.text_views import TextDialog, one_line, read_only_table
@@ -196,4 +197,5 @@ class RewardPage(QWidget):
                   "Rank some responses first: there are no preference pairs." if pairs == 0 else
                   "A run is in progress." if self.runs.running else "")
         ready = f"{pairs:,} preference pairs, {models.info.name} on {models.info.device}." if models.info else ""
-        self.settings.set_ready(reason, ready, self.session.loading)
+        advice = reward_data_advice(project) if project is not None and pairs else ""
+        self.settings.set_ready(reason, f"{ready} {advice}".strip(), self.session.loading)

@@ -270,8 +270,10 @@ class ModelSession:
 
     @contextmanager
     def using(self, adapter: str | None, purpose: str, folder: Path | None = None) -> Iterator[Any]:
-        """Hold the model for `purpose` with `adapter` active (None: the plain base); an adapter
-        not in memory yet is loaded from `folder` first."""
+        """A context manager: hold the model for `purpose` and yield the module to call, with
+        `adapter` active, or with every adapter switched off for None (the plain base). An adapter
+        not in memory yet is loaded from `folder` first; without a folder it must already be
+        loaded (ModelLoadError otherwise). Raises ModelLoadError while another job holds it."""
         with self.hold(purpose):
             if adapter is not None and adapter not in self.adapters and folder is not None:
                 self.load_adapter(adapter, folder)

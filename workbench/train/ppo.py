@@ -52,6 +52,28 @@ RewardFn = Callable[[list[list[dict]], list[str]], list[float]]
 TRAIN_FILE, HELDOUT_FILE, SAMPLES_FILE = "train_prompts.json", "heldout_prompts.json", "samples.jsonl"
 
 
+def last_samples(run_folder: Path) -> tuple[int, list[dict]] | None:
+    """The last step's samples of a run and that step, from its samples.jsonl (None: it kept
+    none). A shared project's file may be damaged: lines that are not a sample are skipped."""
+    path = Path(run_folder) / SAMPLES_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    if not rows:
+        return None
+    last = max(row["step"] for row in rows)
+    return last, [row for row in rows if row["step"] == last]
+
+
 @dataclass(frozen=True)
 class PpoConfig(LoraTrainingConfig):
     """PPO settings; the shared LoRA fields apply to a fresh policy (one started from an SFT

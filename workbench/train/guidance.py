@@ -1,0 +1,38 @@
+"""Plain-words advice before a run: is there enough data, and is the reward model worth
+optimising against? Shown beside Start on the Reward and PPO pages; never blocks a run."""
+
+from __future__ import annotations
+
+from workbench.project import Project
+from workbench.train.reward_eval import RewardEvaluation
+
+FEW_RANKED_PROMPTS = 30  # below this, held-out accuracy swings by tens of points
+GOOD_ENOUGH_ACCURACY = 0.7  # a reward model right less often than this mostly teaches PPO its mistakes
+
+
+def reward_data_advice(project: Project) -> str:
+    """What to label before a reward-model run ("" when there is enough to start with)."""
+    ranked = project.query("SELECT COUNT(DISTINCT prompt_id) FROM rankings WHERE all_bad = 0")[0][0]
+    if ranked >= FEW_RANKED_PROMPTS:
+        return ""
+    return (f"Only {ranked} prompts are ranked. A reward model validates on whole held-out prompts, so with "
+            f"fewer than {FEW_RANKED_PROMPTS} its accuracy says little and it learns little beyond response "
+            "length. Rank more on the Rank page; once a reward model exists, tick Least sure first to label "
+            "where it is most unsure.")
+
+
+def ppo_reward_advice(evaluation: RewardEvaluation | None) -> str:
+    """A warning about the reward model PPO would optimise ("" when it looks sound)."""
+    if evaluation is None:
+        return "The newest reward model has no validation figures, so how good it is is unknown."
+    warnings = []
+    if evaluation.accuracy < GOOD_ENOUGH_ACCURACY:
+        warnings.append(f"it ranks only {evaluation.accuracy:.0%} of held-out pairs right (95% interval "
+                        f"{evaluation.ci_low:.0%}–{evaluation.ci_high:.0%}), so PPO will chase its mistakes")
+    if evaluation.length_warning:
+        warnings.append(f"its scores follow response length (r = {evaluation.length_correlation:+.2f}), so PPO "
+                        "will learn to write longer rather than better; raise the length penalty or rank more "
+                        "pairs where the shorter answer wins")
+    if not warnings:
+        return ""
+    return "Weak reward model: " + "; ".join(warnings) + ". Label more and retrain it first."
