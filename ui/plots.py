@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 COLUMNS = 3
+MIN_PLOT_WIDTH = 260  # narrower, a title such as reward/accuracy_train is cut off
 PLOT_MIN_HEIGHT = 190
 DEFAULT_SMOOTHING = 0.6
 RAW_ALPHA = 60
@@ -318,11 +319,22 @@ class MetricsView(QWidget):
         others in key order, so that loss/* sit together. Moves widgets, rebuilds nothing."""
         for widget in self._plots.values():
             self._grid.removeWidget(widget)
+        columns = self._columns = self._columns_for(self.width())
         rank = {key: index for index, key in enumerate(self._order)}
         for index, key in enumerate(sorted(self._plots, key=lambda k: (rank.get(k, len(rank)), k))):
-            self._grid.addWidget(self._plots[key], index // COLUMNS, index % COLUMNS)
+            self._grid.addWidget(self._plots[key], index // columns, index % columns)
         for column in range(COLUMNS):
-            self._grid.setColumnStretch(column, 1)  # equal widths, whatever each axis needs
+            self._grid.setColumnStretch(column, 1 if column < columns else 0)  # equal widths
+
+    @staticmethod
+    def _columns_for(width: int) -> int:
+        """Up to COLUMNS plots a row, each at least MIN_PLOT_WIDTH wide, so titles and ticks fit."""
+        return max(1, min(COLUMNS, width // MIN_PLOT_WIDTH))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        if self._plots and self._columns_for(self.width()) != getattr(self, "_columns", COLUMNS):
+            self._layout_plots()
 
     def _update_legend(self) -> None:
         entries = [f'<span style="color:{self._colours[run].name()}; font-weight:600;">&#9644;</span>&nbsp;{label}'

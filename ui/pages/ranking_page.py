@@ -189,8 +189,7 @@ class RankingPage(QWidget):
         navigation.addWidget(self.reveal)
         navigation.addWidget(self.show_scores)
         navigation.addWidget(self.least_sure_first)
-        navigation.addSpacing(16)
-        navigation.addWidget(self.status, 1)
+        navigation.addStretch(1)
         board = QVBoxLayout(self.board)
         board.setContentsMargins(0, 0, 0, 0)
         board.addWidget(self.prompt_view)
@@ -198,6 +197,7 @@ class RankingPage(QWidget):
         board.addLayout(self.panes_row, 1)
         board.addLayout(actions)
         board.addLayout(navigation)
+        board.addWidget(self.status)  # its own line: what was saved, skipped or went wrong
         board.addWidget(self.keys_help)
         splitter = QSplitter()
         splitter.addWidget(self.prompts)
@@ -662,7 +662,7 @@ class RankingPage(QWidget):
             parts.append(f"{rate:,.0f} labels/hour")
         if progress["waits_first"]:
             median, p95 = progress["waits_first"]
-            parts.append(f"waiting for responses: median {median:.1f} s, 95% within {p95:.1f} s")
+            parts.append(f"wait for responses: median {median:.1f} s, 95% ≤ {p95:.1f} s")
         ahead = len(self.queue.pending())
         if ahead:
             parts.append(f"generating {ahead} ahead")
