@@ -105,7 +105,6 @@ def train_reward_for_screenshots(window, steps: int) -> None:
     """Rankings of every prompt with responses (the longer response first, as a hurried annotator
     might), then a short reward-model run, so the Reward page shows a real evaluation."""
     from workbench.data.rankings import RankingStore
-    from ui.waiting import wait_until
 
     project = window.session.project
     store = RankingStore(project)
@@ -116,25 +115,23 @@ def train_reward_for_screenshots(window, steps: int) -> None:
             store.save_ranking(uid, "screenshots", [[r.id] for r in ordered], seconds_spent=8.0,
                                shown_order=[r.id for r in batch.responses])
     window.show_page("Reward")
-    form = window.reward_page.form
-    form.editors["max_steps"].setValue(steps)
-    form.editors["eval_every"].setValue(max(1, steps // 3))
-    window.reward_page.start()
-    wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
-    wait_until(lambda: not window.runs.running, timeout_s=1800)
-    wait_until(lambda: False, 0.5)
+    run_to_the_end(window, window.reward_page, steps, evaluations=3)
 
 
 def train_for_screenshots(window, steps: int) -> None:
+    run_to_the_end(window, window.sft_training_page, steps, evaluations=4)
+
+
+def run_to_the_end(window, page, steps: int, evaluations: int) -> None:
+    """Start `page`'s run for `steps` steps, evaluated `evaluations` times, and wait for its end."""
     from ui.waiting import wait_until
 
-    form = window.sft_training_page.form
-    form.editors["max_steps"].setValue(steps)
-    form.editors["eval_every"].setValue(max(1, steps // 4))
-    window.sft_training_page.start()
+    page.form.editors["max_steps"].setValue(steps)
+    page.form.editors["eval_every"].setValue(max(1, steps // evaluations))
+    page.start()
     wait_until(lambda: window.runs.run_id is not None, timeout_s=120)
     wait_until(lambda: not window.runs.running, timeout_s=1800)
-    wait_until(lambda: False, 0.3)  # the plots redraw on a timer
+    wait_until(lambda: False, 0.5)  # the plots redraw on a timer
 
 
 def rank_for_screenshots(window) -> None:
