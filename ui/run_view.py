@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QSizePolicy, QSplitter, QVBoxLayout, QWidget,
 )
 
+from workbench.train.guidance import run_time_advice
 from workbench.train.loop import LABELS
 from workbench.train.runs import RunRecord, StepLog
 from workbench.train.lora_settings import SCHEDULES
@@ -208,8 +209,11 @@ class RunSettings(QGroupBox):
         self.start_button.setObjectName("primary")
         self.hint = QLabel("")
         self.hint.setWordWrap(True)
+        self.time_estimate = QLabel("")  # from the step times measured in this project's runs
+        self.time_estimate.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(scroll, 1)
+        layout.addWidget(self.time_estimate)
         layout.addWidget(self.hint)
         layout.addWidget(self.start_button)
         self.setFixedWidth(360)
@@ -231,6 +235,12 @@ class RunSettings(QGroupBox):
             self.form.set_value(self.config_class.from_dict(stored) if stored else self.config_class())
         except (TypeError, ValueError):
             self.form.set_value(self.config_class())  # settings from another version that no longer hold
+
+    def show_time_estimate(self, project, kind: str) -> None:
+        """How long Start would take, when the steps are set and a run of `kind` was measured here."""
+        editor = self.form.editors.get("max_steps")
+        steps = editor.value() if editor is not None else 0
+        self.time_estimate.setText(run_time_advice(project, kind, steps) if project is not None else "")
 
     def set_ready(self, reason: str, ready_text: str, loading: bool) -> None:
         """Start is enabled when there is no `reason` not to; the hint says why, or what is ready."""

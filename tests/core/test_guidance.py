@@ -40,3 +40,17 @@ def test_the_last_samples_of_a_run_survive_a_damaged_file(tmp_path):
     (tmp_path / SAMPLES_FILE).write_text('{"step": 1, "prompt": "a"}\nnot json\n[1]\n{"step": "x"}\n'
                                          '{"step": 2, "prompt": "b"}\n{"step": 2, "prompt": "c"}\n', encoding="utf-8")
     assert last_samples(tmp_path) == (2, [{"step": 2, "prompt": "b"}, {"step": 2, "prompt": "c"}])
+
+
+def test_a_run_time_is_estimated_from_the_steps_measured_here(tmp_path):
+    from workbench.train.guidance import run_time_advice
+    from workbench.train.runs import RunRecord
+
+    project = Project.create(tmp_path / "time.rlhf")
+    assert run_time_advice(project, "rm", 100) == ""  # nothing measured yet
+    record = RunRecord.create(project, "rm", {})
+    for step, seconds in enumerate((9.0, 10.0, 30.0), 1):  # the median, not a slow first step
+        record.add_metrics(step, {"time/step_s": seconds})
+    assert run_time_advice(project, "rm", 60) == "About 10 min (60 steps at 10.0 s a step, as measured in earlier runs here)."
+    assert run_time_advice(project, "sft", 60) == ""
+    project.close()

@@ -331,6 +331,7 @@ class PpoPage(QWidget):
                          "while a KL penalty keeps it close to its reference.", self.settings, self.tabs)
 
         self.start_button.clicked.connect(self.start)
+        self.form.changed.connect(lambda: self.settings.show_time_estimate(self.session.project, "ppo"))
         self.form.changed.connect(self._estimate)
         self.comparison.review_prompt.connect(self.review_prompt)
         runs.step.connect(lambda log: runs.kind == "ppo" and log.samples and
@@ -417,4 +418,5 @@ class PpoPage(QWidget):
         if has_rm and not reason:  # the reward model PPO would chase, newest first as the form's default
             ready = f"{ready} {ppo_reward_advice(evaluate_run(reward_runs(project)[0][1].parent))}".strip()
         self.settings.set_ready(reason, ready, self.session.loading)
+        self.settings.show_time_estimate(project, "ppo")
         self._estimate()

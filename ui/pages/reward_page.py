@@ -138,6 +138,7 @@ class RewardPage(QWidget):
                          self.settings, splitter)
 
         self.start_button.clicked.connect(self.start)
+        self.form.changed.connect(lambda: self.settings.show_time_estimate(self.session.project, "rm"))
         self.evaluation.run.currentIndexChanged.connect(self._show_selected_run)
         session.project_changed.connect(lambda: self.settings.restore(session.project))
         session.project_changed.connect(self.refresh)
@@ -199,3 +200,4 @@ class RewardPage(QWidget):
         ready = f"{pairs:,} preference pairs, {models.info.name} on {models.info.device}." if models.info else ""
         advice = reward_data_advice(project) if project is not None and pairs else ""
         self.settings.set_ready(reason, f"{ready} {advice}".strip(), self.session.loading)
+        self.settings.show_time_estimate(project, "rm")

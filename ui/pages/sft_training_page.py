@@ -24,6 +24,7 @@ class SftTrainingPage(QWidget):
                          "assistant replies of the SFT examples.", self.settings, self.monitor)
 
         self.start_button.clicked.connect(self.start)
+        self.form.changed.connect(lambda: self.settings.show_time_estimate(self.session.project, "sft"))
         session.project_changed.connect(lambda: self.settings.restore(session.project))
         session.project_changed.connect(self._update_enabled)
         session.model_changed.connect(self._update_enabled)
@@ -47,3 +48,4 @@ class SftTrainingPage(QWidget):
                   "A run is in progress." if self.runs.running else "")
         ready = f"{examples:,} examples, {models.info.name} on {models.info.device}." if models.info else ""
         self.settings.set_ready(reason, ready, self.session.loading)
+        self.settings.show_time_estimate(project, "sft")

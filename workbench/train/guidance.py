@@ -10,6 +10,26 @@ FEW_RANKED_PROMPTS = 30  # below this, held-out accuracy swings by tens of point
 GOOD_ENOUGH_ACCURACY = 0.7  # a reward model right less often than this mostly teaches PPO its mistakes
 
 
+def seconds_per_step(project: Project, kind: str) -> float | None:
+    """The median measured seconds a training step took in this project's earlier runs of
+    `kind` (the sum of a step's time/* metrics: one for SFT and reward models, the phases for
+    PPO), None before the first."""
+    rows = project.query("SELECT SUM(m.value) AS seconds FROM metrics m JOIN runs r ON r.id = m.run_id "
+                         "WHERE r.kind = ? AND m.key LIKE 'time/%' GROUP BY m.run_id, m.step ORDER BY seconds",
+                         (kind,))
+    return rows[len(rows) // 2][0] if rows else None
+
+
+def run_time_advice(project: Project, kind: str, steps: int) -> str:
+    """"About 4 min (24 steps at 10 s a step, as measured here)", or "" with nothing to go on."""
+    per_step = seconds_per_step(project, kind)
+    if per_step is None or steps <= 0:
+        return ""
+    total = per_step * steps
+    minutes = f"{total / 60:.0f} min" if total >= 90 else f"{total:.0f} s"
+    return f"About {minutes} ({steps:,} steps at {per_step:.1f} s a step, as measured in earlier runs here)."
+
+
 def reward_data_advice(project: Project) -> str:
     """What to label before a reward-model run ("" when there is enough to start with)."""
     ranked = project.query("SELECT COUNT(DISTINCT prompt_id) FROM rankings WHERE all_bad = 0")[0][0]
