@@ -3,12 +3,17 @@
     .venv/bin/python bench/labeling_session.py [--prompts 24] [--think 12] [--k 4] [--ahead 3]
 
 Works on a temporary copy of the demo project. A scripted annotator reads each prompt's
-responses for `--think` seconds once they are all written, then ranks them with the number keys
-(a full order, one key per place), exactly as the keys reach the page. Its preference is a
-simple stand-in for a person: replies that apologise and stay on the customer's problem first,
-cut-off replies last. Prints, per prompt, how long the annotator waited for the responses after
-submitting the previous one, then labels per hour (from the time spent saved with each label)
-and the p50/p95/max wait, plus the GUI heartbeat stall while generation ran ahead.
+responses for `--think` seconds, then ranks them with the number keys (a full order, one key
+per place), exactly as the keys reach the page. With --pick-while-streaming (the default) it
+starts reading as soon as one response is complete, as the page allows, and picks the complete
+ones while the rest are written; without, it waits for all of them. Its preference is a simple
+stand-in for a person: replies that apologise and stay on the customer's problem first,
+cut-off replies last.
+
+Prints, per prompt, how long the annotator waited (to a first readable response, and to the
+whole batch) and the seconds the page's label clock recorded; then labels per hour from the
+recorded time against the wall clock, the p50/p95 waits from the LabelingSession, the tokens/s
+the page showed, and the GUI heartbeat stall while generation ran ahead.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--ahead", type=int, default=3, help="prompts generated ahead")
     parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument("--pick-while-streaming", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
     application()
@@ -78,38 +84,51 @@ def main() -> None:
     window.show_page("Rank")
     started = time.monotonic()
     store = RankingStore(session.project)
+    labeling = page.labeling
+    speeds = []
     for number in range(1, args.prompts + 1):
         asked = time.monotonic()
-        wait_until(lambda: page.batch is not None, 900)
+        readable = (lambda: page.labeling.k and any(page.labeling.readable(p) for p in range(page.labeling.k))) \
+            if args.pick_while_streaming else (lambda: page.batch is not None)
+        wait_until(readable, 900)
         waited = time.monotonic() - asked
+        if page.labeling.streaming is not None and page.labeling.streaming.tokens_per_s:
+            speeds.append(page.labeling.streaming.tokens_per_s)
         wait_until(lambda: False, args.think)  # reading, with the event loop running
+        labeling = page.labeling
         prompt = page.prompt_view.toPlainText()
-        scores = []
-        for pane, position in enumerate(page.order):
-            response = page.batch.responses[position]
-            finished = response.generator.get("finished", True)
-            scores.append((preference(prompt, response.text, finished), pane))
-        order = [pane for _, pane in sorted(scores, reverse=True)][:-1]  # the last place is implied
         labeled = page.prompt_id
-        for pane in order:
-            QTest.keyClick(page.board, Qt.Key(Qt.Key.Key_1 + pane))
-        print(f"prompt {number:2} (id {labeled:3}): waited {waited:5.1f} s for its responses, "
-              f"ranked {' > '.join(str(p + 1) for p in order)} > …", flush=True)
-        if number == args.prompts:
-            break
+        picked: list[int] = []
+        while len(picked) < labeling.k - 1:  # the last place is implied
+            wait_until(lambda: any(labeling.readable(p) for p in range(labeling.k) if p not in picked), 900)
+            candidates = [p for p in range(labeling.k) if p not in picked and labeling.readable(p)]
+            best = max(candidates, key=lambda p: preference(prompt, labeling.pane_text(p), True))
+            QTest.keyClick(page.board, Qt.Key(Qt.Key.Key_1 + best))
+            picked.append(best)
+            if page.prompt_id != labeled or labeling.submit_when_saved:
+                break
+        wait_until(lambda: page.prompt_id != labeled, 900)  # saved with the batch if it was still being written
+        batch = RankingStore(session.project).latest_batch(labeled)
+        recorded = RankingStore(session.project).ranking(batch.uid, "bench").seconds_spent
+        print(f"prompt {number:2} (id {labeled:3}): waited {waited:5.1f} s to read, label clock {recorded:5.1f} s, "
+              f"ranked {' > '.join(str(p + 1) for p in picked)} > …", flush=True)
     elapsed = time.monotonic() - started
     generation = beat.take()
     progress = store.progress("bench")
-    waits = sorted(page.waits)
+    stats = page.labeling.stats
     print()
     print(f"{progress['labeled']} prompts labeled in {elapsed / 60:.1f} min of wall clock "
-          f"(K={args.k}, {args.max_tokens} max tokens, {args.think:.0f} s reading each, {args.ahead} ahead)")
-    print(f"labels per hour (time spent saved with the labels): {progress['labels_per_hour']:.0f}")
-    print(f"labels per hour (wall clock, first prompt's generation included): {3600 * progress['labeled'] / elapsed:.0f}")
-    if waits:
-        p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
-        print(f"wait for the next item after submitting: n={len(waits)} p50 {statistics.median(waits):.2f} s  "
-              f"p95 {p95:.2f} s  max {waits[-1]:.2f} s")
+          f"(K={args.k}, {args.max_tokens} max tokens, {args.think:.0f} s reading each, {args.ahead} ahead, "
+          f"{'picking while the rest stream' if args.pick_while_streaming else 'waiting for every response'})")
+    print(f"labels per hour (the label clock, as saved with the labels): {progress['labels_per_hour']:.0f}")
+    print(f"labels per hour (wall clock, waits included): {3600 * progress['labeled'] / elapsed:.0f}")
+    for name, waits in (("a first readable response", stats.waits_first), ("the whole batch", stats.waits_all)):
+        summary = stats.summary(waits)
+        if summary:
+            print(f"wait after moving on for {name}: n={len(waits)} p50 {summary[0]:.2f} s  p95 {summary[1]:.2f} s  "
+                  f"max {max(waits):.2f} s")
+    if speeds:
+        print(f"tokens/s shown while the shown prompt streamed: median {statistics.median(speeds):.1f}")
     report("GUI heartbeat during the session", generation)
     session.shutdown()
 

@@ -24,6 +24,7 @@ from ui.config_form import ConfigForm
 from ui.formatting import duration
 from ui.plots import MetricsView
 from ui.run_manager import RunManager
+from ui.text_views import ElidedLabel
 
 PROGRESS_KEYS = ("loss/train", "loss/validation", "train/lr")
 STEP_FORMAT = "step %v / %m"
@@ -43,10 +44,10 @@ class RunMonitor(QWidget):
         self.progress.setFormat("")  # no steps to count before a run: "step 0 / 1" read as a 1-step run
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.timing = QLabel("")
+        self.timing = ElidedLabel("")  # cut rather than widen: the Reward page must fit 1280 px
         # Labels whose text changes every step keep their size, so the plots never relayout.
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.timing.setFixedWidth(250)
+        self.timing.setFixedWidth(165)
         self.timing.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.pause_button = QPushButton("Pause")
         self.stop_button = QPushButton("Stop")

@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QHideEvent, QKeyEvent, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox, QDialog, QDialogButtonBox, QFrame, QHBoxLayout, QInputDialog, QLabel, QListWidget,
-    QAbstractItemView, QPlainTextEdit, QPushButton, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
+    QAbstractItemView, QPlainTextEdit, QPushButton, QScrollArea, QSplitter, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from workbench import app_settings
@@ -116,7 +116,8 @@ class RankingPage(QWidget):
         self.previous_button = QPushButton("← Previous")
         self.next_button = QPushButton("Next →")
         self.regenerate_button = QPushButton("New responses (R)")
-        self.auto_submit = QCheckBox("Submit when all are placed")
+        self.auto_submit = QCheckBox("Auto-submit")
+        self.auto_submit.setToolTip("Submit as soon as every response has its place (the last one is implied)")
         self.auto_submit.setChecked(True)
         self.show_scores = QCheckBox("Reward scores")
         self.show_scores.setToolTip("Show the newest reward model's score under each response. Off by default: "
@@ -204,9 +205,16 @@ class RankingPage(QWidget):
         splitter.addWidget(self.board)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([260, 1000])
+        # The settings row scrolls sideways rather than making the window wider than 1280 px.
+        settings = QScrollArea()
+        settings.setWidget(self.settings)
+        settings.setWidgetResizable(True)
+        settings.setFrameShape(QFrame.Shape.NoFrame)
+        settings.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        settings.setFixedHeight(self.settings.sizeHint().height() + settings.horizontalScrollBar().sizeHint().height())
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addWidget(self.settings)
+        layout.addWidget(settings)
         layout.addWidget(splitter, 1)
 
     # ---- project, annotator, settings ----------------------------------------------------
