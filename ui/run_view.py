@@ -173,7 +173,9 @@ FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropo
                "num_minibatches": "Minibatches", "micro_batch_size": "Micro-batch size",
                "clip_range": "Policy clip range", "clip_range_value": "Value clip range",
                "vf_coef": "Value loss weight", "whiten_rewards": "Whiten rewards",
-               "samples_per_step": "Samples shown per step", "heldout_fraction": "Held-out prompt share"}
+               "samples_per_step": "Samples shown per step", "heldout_fraction": "Held-out prompt share",
+               "advantage": "Advantage estimator", "group_size": "Answers per prompt (RLOO, GRPO)",
+               "kl_in_loss": "KL as a loss term (RLOO, GRPO)"}
 
 
 def lay_out_run_page(page: QWidget, title: str, subtitle: str, settings: QWidget, body: QWidget) -> None:

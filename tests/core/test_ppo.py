@@ -70,6 +70,34 @@ def test_the_reward_rises_while_kl_stays_bounded(project, models):
     assert (project.artifacts_dir / folder / "value_head.safetensors").is_file()
 
 
+@pytest.mark.parametrize("advantage,kl_in_loss", [("rloo", False), ("grpo", True)])
+def test_critic_free_estimators_learn_without_a_value_loss(project, models, advantage, kl_in_loss):
+    config = PpoConfig(max_steps=30, kl_target=6.0, kl_horizon=100, heldout_fraction=0.0, advantage=advantage,
+                       group_size=4, kl_in_loss=kl_in_loss, **FAST)
+    logs = list(train_ppo(project, models, config, reward_fn=letter_o))
+    assert logs[-1].status == "finished"
+    run = logs[-1].run_id
+    scores = series(project, run, "objective/score")
+    assert sum(scores[-5:]) / 5 > 1.3 * sum(scores[:5]) / 5
+    metrics = RunRecord(project, run).metrics()
+    assert "loss/value" not in metrics and "value/clipfrac" not in metrics  # no critic is trained
+    assert ("loss/kl" in metrics) == kl_in_loss
+    assert max(series(project, run, "objective/kl")) < 40
+
+
+def test_a_critic_free_step_answers_each_prompt_group_size_times(project, models):
+    seen = []
+
+    def remember(messages, texts):
+        seen.append([m[-1]["content"] for m in messages])
+        return letter_o(messages, texts)
+
+    config = PpoConfig(max_steps=2, heldout_fraction=0.0, advantage="rloo", group_size=4, **FAST)
+    list(train_ppo(project, models, config, reward_fn=remember))
+    for prompts in seen:  # batch_size 8: two prompts, four answers each, side by side
+        assert len(prompts) == 8 and len(set(prompts[:4])) == 1 and len(set(prompts[4:])) == 1
+
+
 CUDA = pytest.param("cuda", "auto", marks=[
     pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])
 
@@ -91,14 +119,16 @@ def test_qlora_ppo_on_a_4bit_base_learns_and_trains_every_adapter(tmp_path, peak
     project.set_base_model(models.spec)
     for i in range(10):
         PromptStore(project).add(f"Question {i} about my order?")
-    config = PpoConfig(max_steps=30, kl_target=6.0, kl_horizon=100, heldout_fraction=0.0,
+    # 50 steps: on an AMD EPYC the 4-bit policy's score only starts to climb after step 40 (30
+    # sufficed on the Intel machine this was written on; bitsandbytes' CPU kernels differ).
+    config = PpoConfig(max_steps=50, kl_target=6.0, kl_horizon=100, heldout_fraction=0.0,
                        gradient_checkpointing=True, **FAST)
     logs = list(train_ppo(project, models, config, reward_fn=letter_o))
     assert logs[-1].status == "finished"
     scores = series(project, logs[-1].run_id, "objective/score")
     if models.model.dtype == torch.float32:
         assert sum(scores[-5:]) / 5 > 1.3 * sum(scores[:5]) / 5
-    else:  # bf16 rounding makes this tiny model's 30-step score curve too noisy to assert a rise on;
+    else:  # bf16 rounding makes this tiny model's score curve too noisy to assert a rise on;
         # the policy must still have moved away from its reference
         assert series(project, logs[-1].run_id, "objective/kl")[-1] > 1.0
     adapter = load_file(project.artifacts_dir / RunRecord(project, logs[-1].run_id).artifact
@@ -273,6 +303,12 @@ def test_settings_are_checked():
         PpoConfig(batch_size=6, num_minibatches=4)
     with pytest.raises(ValueError, match="k1 or k3"):
         PpoConfig(kl_estimator="k2")
+    with pytest.raises(ValueError, match="advantage must be one of"):
+        PpoConfig(advantage="vtrace")
+    with pytest.raises(ValueError, match="multiple of it"):
+        PpoConfig(advantage="grpo", batch_size=8, group_size=3)
+    with pytest.raises(ValueError, match="kl_in_loss applies to rloo and grpo"):
+        PpoConfig(kl_in_loss=True)
 
 
 def test_cli_trains_ppo_with_the_projects_reward_model(tmp_path, tiny_model_dir, capsys):

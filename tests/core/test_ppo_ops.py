@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from workbench.train.ops import (
-    KLController, entropy_from_logits, gae, kl_estimate, masked_mean, masked_var, masked_whiten, policy_loss,
-    token_logprobs, value_loss,
+    KLController, entropy_from_logits, gae, group_advantages, kl_estimate, masked_mean, masked_var, masked_whiten,
+    policy_loss, token_logprobs, value_loss,
 )
 
 
@@ -123,3 +123,32 @@ def test_adaptive_kl_controller_moves_towards_the_target_and_fixed_stays():
     fixed = KLController(value=0.1, target=None)
     fixed.update(50.0, 10)
     assert fixed.value == 0.1
+
+
+def test_rloo_advantage_is_the_reward_minus_the_mean_of_the_others_by_hand():
+    # Two prompts, three answers each: [1, 2, 6] and [0, 0, 3].
+    rewards = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    advantages = group_advantages(rewards, 3, "rloo")
+    # 1 - (2+6)/2 = -3; 2 - (1+6)/2 = -1.5; 6 - (1+2)/2 = 4.5; 0 - 1.5; 0 - 1.5; 3 - 0
+    assert advantages.tolist() == pytest.approx([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    # Each group's advantages sum to zero: the baseline is unbiased and removes the prompt's level.
+    assert advantages.reshape(2, 3).sum(1).tolist() == pytest.approx([0.0, 0.0])
+
+
+def test_grpo_advantage_is_the_group_standardised_reward_by_hand():
+    rewards = torch.tensor([1.0, 2.0, 6.0, 5.0, 5.0, 5.0])
+    advantages = group_advantages(rewards, 3, "grpo")
+    # Group 1: mean 3, unbiased std sqrt(((-2)^2 + (-1)^2 + 3^2) / 2) = sqrt(7).
+    std = 7 ** 0.5
+    assert advantages[:3].tolist() == pytest.approx([-2 / (std + 1e-4), -1 / (std + 1e-4), 3 / (std + 1e-4)])
+    # Group 2 all scored alike: no signal, and no division by zero.
+    assert advantages[3:].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_group_advantages_refuse_groups_that_do_not_fill_the_batch():
+    with pytest.raises(ValueError):
+        group_advantages(torch.tensor([1.0, 2.0, 3.0]), 2, "rloo")
+    with pytest.raises(ValueError):
+        group_advantages(torch.tensor([1.0, 2.0]), 1, "grpo")
+    with pytest.raises(ValueError):
+        group_advantages(torch.tensor([1.0, 2.0]), 2, "gae")

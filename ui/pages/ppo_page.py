@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.train.loop import named_adapters
-from workbench.train.ppo import METRIC_KEYS, PpoConfig, last_samples
+from workbench.train.ppo import ADVANTAGES, METRIC_KEYS, PpoConfig, last_samples
 from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
 from workbench.train.memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
@@ -303,7 +303,8 @@ class PpoPage(QWidget):
         self._listed: tuple = ((), (), ())  # finished SFT adapters, reward models, PPO runs shown
         # The adapter and reward-model combos are filled from the project's finished runs.
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
-                                    choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3")},
+                                    choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3"),
+                                             "advantage": ADVANTAGES},
                                     hidden=("grad_accum", "epochs", "validation_fraction", "eval_every", "lora_dropout"),
                                     labels={"max_steps": "Max steps"},  # PPO has no epochs to fall back on
                                     blank_texts={"init_adapter": "none (fresh)",

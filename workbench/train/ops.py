@@ -1,4 +1,5 @@
-"""Pure tensor helpers of PPO (Ziegler et al. 2019; InstructGPT), each tested on hand-computed values.
+"""Pure tensor helpers of the online loop (PPO: Ziegler et al. 2019, InstructGPT; RLOO and GRPO's
+group baselines), each tested on hand-computed values.
 
 Shapes: `[batch, T]` over response tokens, with `mask` 1 on real response tokens and 0 on the
 padding after them (responses are right-padded).
@@ -51,6 +52,24 @@ def gae(rewards, values, mask, gamma: float = 1.0, lam: float = 0.95):
         advantages[:, t] = last
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
+
+
+def group_advantages(rewards, group_size: int, kind: str, eps: float = 1e-4):
+    """Critic-free advantages of sequence rewards `[batch]` laid out as consecutive groups of
+    `group_size` answers to the same prompt. rloo (Ahmadian et al. 2024): each answer's reward
+    minus the mean of the other answers in its group. grpo (Shao et al. 2024): the reward minus
+    the group mean, divided by the group's standard deviation (unbiased) + eps; a group whose
+    answers all score the same gives zero advantage, not a division by zero."""
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError("a group baseline needs groups of two or more answers that fill the batch")
+    groups = rewards.reshape(-1, group_size)
+    mean = groups.mean(1, keepdim=True)
+    if kind == "rloo":
+        leave_one_out = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+        return (groups - leave_one_out).reshape(-1)
+    if kind == "grpo":
+        return ((groups - mean) / (groups.std(1, keepdim=True) + eps)).reshape(-1)
+    raise ValueError(f"unknown group advantage {kind!r}: use rloo or grpo")
 
 
 def kl_estimate(logprobs, ref_logprobs, kind: str = "k1", mask=None):

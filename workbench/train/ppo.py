@@ -3,7 +3,14 @@
 - policy: a LoRA adapter `ppo-run-N`, started from an SFT adapter's weights (or fresh);
 - reference: that SFT adapter, frozen (or the plain base);
 - reward: a reward-model run's adapter and head, or any Python callable (rule-based rewards, tests);
-- value: a head of its own on the policy's last hidden state.
+- value: a head of its own on the policy's last hidden state (PPO's GAE only).
+
+The advantage estimator is a setting (`advantage`): gae, PPO's default, learns the value head
+and spreads the score over the tokens with GAE; rloo and grpo are critic-free (Ahmadian et al.
+2024; Shao et al. 2024): each step answers batch_size / group_size prompts group_size times,
+and an answer's advantage is its reward against the other answers to the same prompt, the same
+for all its tokens. The KL to the reference is a penalty in the reward, or for rloo and grpo
+optionally a loss term (`kl_in_loss`, as GRPO does).
 
 One step, read top to bottom in `_PpoTrainer.step`: 1. sample prompts and generate with the
 policy, keeping its last hidden state at each response position; 2. from those states the policy's
@@ -44,6 +51,7 @@ from workbench.train.memory import check_fits, estimate_for_session
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 
 KIND = "ppo"
+ADVANTAGES = ("gae", "rloo", "grpo")
 METRIC_KEYS = ("objective/score", "objective/reward", "objective/kl", "loss/policy", "loss/value",
                "policy/entropy", "policy/clipfrac", "policy/approx_kl", "value/clipfrac", "response/length",
                "response/eos_rate", "kl/coef", "time/generate_s", "time/logprobs_s", "time/score_s",
@@ -146,6 +154,16 @@ class PpoConfig(LoraTrainingConfig):
     """Weight of the value loss."""
     whiten_rewards: bool = False
     """Whiten the per-token rewards before GAE."""
+    advantage: str = "gae"
+    """How an answer's advantage is estimated: gae (PPO: a value head and GAE over its tokens),
+    rloo (its reward minus the mean reward of the other answers to the same prompt) or grpo (its
+    reward standardised within the answers to the same prompt). rloo and grpo need no value head
+    and sample group_size answers per prompt."""
+    group_size: int = 4
+    """rloo and grpo: answers per prompt in each step (batch_size must be a multiple of it)."""
+    kl_in_loss: bool = False
+    """rloo and grpo: the KL to the reference as a loss term (k3 per token, weighted by the KL
+    coefficient, as in GRPO) instead of a penalty subtracted from the reward."""
     samples_per_step: int = 8
     """How many of each step's samples are shown and kept in the run folder."""
     heldout_fraction: float = 0.2
@@ -163,8 +181,19 @@ class PpoConfig(LoraTrainingConfig):
             raise ValueError("kl_estimator must be k1 or k3")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {', '.join(ADVANTAGES)}")
+        if self.critic_free and (self.group_size < 2 or self.batch_size % self.group_size):
+            raise ValueError("rloo and grpo need group_size of 2 or more, and batch_size a multiple of it")
+        if self.kl_in_loss and not self.critic_free:
+            raise ValueError("kl_in_loss applies to rloo and grpo; PPO (gae) keeps the KL in the reward")
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be from 0 up to (not including) 1")
+
+
+    @property
+    def critic_free(self) -> bool:
+        return self.advantage != "gae"
 
 
 def adapter_name(run_id: int) -> str:
@@ -367,9 +396,12 @@ class _PpoTrainer:
         import torch
 
         cfg = self.config
-        # 1. Sample a batch of prompts (a function of the seed and step) and generate with the policy.
+        # 1. Sample a batch of prompts (a function of the seed and step) and generate with the
+        # policy; rloo and grpo answer each prompt group_size times, in consecutive rows.
         started = time.monotonic()
-        batch = random.Random(cfg.seed * 1_000_003 + step).choices(prompts, k=cfg.batch_size)
+        group = cfg.group_size if cfg.critic_free else 1
+        chosen = random.Random(cfg.seed * 1_000_003 + step).choices(prompts, k=cfg.batch_size // group)
+        batch = [messages for messages in chosen for _ in range(group)]
         rollout = self.generate(batch, device)
         generated = time.monotonic()
 
@@ -396,23 +428,32 @@ class _PpoTrainer:
             raise non_finite("reward", float(scores[~torch.isfinite(scores)][0]), step + 1, self.record,
                              "Check the reward model or function")
 
-        # 4. Per-token rewards: -beta * KL everywhere, plus the score at the last real token.
         token_kl = ops.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator, mask)
         beta = kl.value  # this step's; the controller moves it at the end
-        rewards = -beta * token_kl
-        last = (lengths - 1).clamp(min=0).long()
-        rewards[torch.arange(len(last), device=device), last] += scores
-        if cfg.whiten_rewards:
-            rewards = ops.masked_whiten(rewards, mask, shift_mean=False)
+        if cfg.critic_free:
+            # 4-5. rloo/grpo: one reward per answer (the score, less beta * its KL unless the KL is
+            # a loss term), its advantage against the other answers to its prompt on every token.
+            rewards = scores if cfg.kl_in_loss else scores - beta * token_kl.sum(1)
+            advantages = ops.group_advantages(rewards, cfg.group_size, cfg.advantage).unsqueeze(1) * mask
+            returns, reward_mean = None, float(rewards.mean())
+        else:
+            # 4. Per-token rewards: -beta * KL everywhere, plus the score at the last real token.
+            rewards = -beta * token_kl
+            last = (lengths - 1).clamp(min=0).long()
+            rewards[torch.arange(len(last), device=device), last] += scores
+            if cfg.whiten_rewards:
+                rewards = ops.masked_whiten(rewards, mask, shift_mean=False)
+            reward_mean = float(rewards.sum(1).mean()) if not cfg.whiten_rewards \
+                else float((scores - beta * token_kl.sum(1)).mean())
 
-        # 5. Advantages (GAE, whitened) and returns.
-        advantages, returns = ops.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        advantages = ops.masked_whiten(advantages, mask)
+            # 5. Advantages (GAE, whitened) and returns.
+            advantages, returns = ops.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            advantages = ops.masked_whiten(advantages, mask)
 
-        # 6. PPO epochs over minibatches, accumulating gradients over micro-batches.
+        # 6. Epochs over minibatches, accumulating gradients over micro-batches.
         with self.update_mode():
             stats = self.update(rollout, value_head, optimizer, scheduler, params, old_logprobs, old_values,
-                                advantages, returns, step)
+                                advantages, returns, step, ref_logprobs if cfg.kl_in_loss else None, beta)
 
         # 7. The KL controller moves beta towards the target KL.
         mean_kl = float(token_kl.sum(1).mean())
@@ -420,8 +461,7 @@ class _PpoTrainer:
         metrics = {key: sum(values) / len(values) for key, values in stats.items()}
         metrics.update({
             "objective/score": float(raw_scores.mean()),
-            "objective/reward": float(rewards.sum(1).mean()) if not cfg.whiten_rewards
-            else float((scores - beta * token_kl.sum(1)).mean()),
+            "objective/reward": reward_mean,
             "objective/kl": mean_kl,
             "kl/coef": beta,
             "response/length": float(lengths.float().mean()),
@@ -436,14 +476,16 @@ class _PpoTrainer:
         return metrics, samples
 
     def update(self, rollout: Rollout, value_head, optimizer, scheduler, params, old_logprobs, old_values,
-               advantages, returns, step: int) -> dict[str, list[float]]:
-        """Step 6: PPO epochs over minibatches, accumulating gradients over micro-batches.
-        Returns each micro-batch's losses and statistics."""
+               advantages, returns, step: int, ref_logprobs=None, beta: float = 0.0) -> dict[str, list[float]]:
+        """Step 6: epochs over minibatches, accumulating gradients over micro-batches: the clipped
+        policy loss, plus the value loss (gae) or beta * the k3 KL to `ref_logprobs` (rloo/grpo
+        with kl_in_loss). Returns each micro-batch's losses and statistics."""
         import torch
 
         cfg, mask, device = self.config, rollout.response_mask, old_logprobs.device
-        stats = {key: [] for key in ("loss/policy", "loss/value", "policy/entropy", "policy/clipfrac",
-                                     "policy/approx_kl", "value/clipfrac")}
+        keys = ["loss/policy", "policy/entropy", "policy/clipfrac", "policy/approx_kl"]
+        keys += ["loss/kl"] if ref_logprobs is not None else [] if cfg.critic_free else ["loss/value", "value/clipfrac"]
+        stats = {key: [] for key in keys}
         minibatch = cfg.batch_size // cfg.num_minibatches
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size).tolist()
@@ -456,16 +498,24 @@ class _PpoTrainer:
                     m = mask[index]
                     pg_loss, clipfrac, approx_kl = ops.policy_loss(logprobs, old_logprobs[index], advantages[index],
                                                                    m, cfg.clip_range)
-                    vf_loss, vf_clipfrac = ops.value_loss(values, old_values[index], returns[index], m,
-                                                          cfg.clip_range_value)
-                    loss = (pg_loss + cfg.vf_coef * vf_loss) * len(index) / len(rows)
+                    parts = {"loss/policy": pg_loss, "policy/entropy": ops.masked_mean(entropy, m),
+                             "policy/clipfrac": clipfrac, "policy/approx_kl": approx_kl}
+                    loss = pg_loss
+                    if returns is not None:
+                        vf_loss, vf_clipfrac = ops.value_loss(values, old_values[index], returns[index], m,
+                                                              cfg.clip_range_value)
+                        parts.update({"loss/value": vf_loss, "value/clipfrac": vf_clipfrac})
+                        loss = loss + cfg.vf_coef * vf_loss
+                    if ref_logprobs is not None:
+                        kl_loss = ops.masked_mean(ops.kl_estimate(logprobs, ref_logprobs[index], "k3", m), m)
+                        parts["loss/kl"] = kl_loss
+                        loss = loss + beta * kl_loss
+                    loss = loss * len(index) / len(rows)
                     if not torch.isfinite(loss):
                         raise non_finite("PPO loss", loss.item(), step + 1, self.record,
                                          f"Lower the learning rate (now {cfg.learning_rate:g})")
                     loss.backward()
-                    for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
-                                       ("policy/entropy", ops.masked_mean(entropy, m)), ("policy/clipfrac", clipfrac),
-                                       ("policy/approx_kl", approx_kl), ("value/clipfrac", vf_clipfrac)):
+                    for key, value in parts.items():
                         stats[key].append(value.item())
                 clip_gradients(params, cfg.max_grad_norm)
                 optimizer.step()
