@@ -20,6 +20,7 @@ from workbench.models.loading import ModelSession, free_memory
 from workbench.paths import disk_problem
 from workbench.project import Project
 from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError, finished_adapters
+from workbench.train.tensorboard_log import with_tensorboard
 
 LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
 
@@ -52,7 +53,7 @@ def run_training(project: Project, models: ModelSession, kind: str, config_class
         try:
             yield StepLog(record.id, 0, 0, message=first_message)
             yield from recorded(record, models, name, config.gradient_checkpointing, oom_advice(config),
-                                steps(config, record, name, control))
+                                with_tensorboard(record, steps(config, record, name, control)))
         finally:
             lock.release()
 
