@@ -84,6 +84,11 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
 
     # Did it work? Compare on the held-out prompts, then send them to the Rank page.
     window.show_page("PPO")
+    # Over-optimisation: the run's held-out checks, from the reference (step 0) to its last step.
+    page.tabs.setCurrentIndex(2)
+    shape = page.overoptimisation.shape
+    assert shape is not None and shape.points[0].step == 0 and shape.points[-1].step == stopped_at + 2
+    assert shape.stop_step is not None and "held-out rankings was best at step" in page.overoptimisation.summary.text()
     view = page.comparison
     page.tabs.setCurrentIndex(1)
     assert view.run.currentData() == run_id and view.compare_button.isEnabled()

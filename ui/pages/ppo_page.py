@@ -7,6 +7,8 @@ project's finished runs) with the estimated memory of the run, and Start. Right,
 - Did it work?: a finished run's policy against its reference on held-out prompts, scored by
   the reward model (win rate, KL reached), and a button that sends the answers to the Rank page
   for a blind human judgement, whose win rate shows here once labeled.
+- Over-optimisation: the newest (or the live) run's reward-model score and agreement with the
+  held-out human rankings against √KL from the reference, with the step to stop at.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from workbench.train.runs import RunRecord
 from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.text_views import TextDialog, one_line, read_only_table
+from ui.widgets.overoptimisation import OveroptimisationView
 from workbench.train.guidance import ppo_reward_advice
 from workbench.train.reward_eval import evaluate_run
 from ui.change_flow import follow
@@ -305,8 +308,9 @@ class PpoPage(QWidget):
         self.settings = RunSettings("PPO settings", PpoConfig, "Start PPO run", "ppo_settings",
                                     choices={"init_adapter": ("",), "reward_model": ("",), "kl_estimator": ("k1", "k3"),
                                              "advantage": ADVANTAGES},
-                                    hidden=("grad_accum", "epochs", "validation_fraction", "eval_every", "lora_dropout"),
-                                    labels={"max_steps": "Max steps"},  # PPO has no epochs to fall back on
+                                    hidden=("grad_accum", "epochs", "validation_fraction", "lora_dropout"),
+                                    labels={"max_steps": "Max steps",  # PPO has no epochs to fall back on
+                                            "eval_every": "Held-out check every (steps)"},
                                     blank_texts={"init_adapter": "none (fresh)",
                                                  "reward_model": "newest finished"})
         self.form, self.start_button, self.hint = self.settings.form, self.settings.start_button, self.settings.hint
@@ -327,6 +331,8 @@ class PpoPage(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(live, "Live run")
         self.tabs.addTab(self.comparison, "Did it work?")
+        self.overoptimisation = OveroptimisationView()
+        self.tabs.addTab(self.overoptimisation, "Over-optimisation")
         lay_out_run_page(self, "PPO", "Reinforcement learning from the reward model: a LoRA policy samples answers to "
                          "your prompts, the reward model scores them, and PPO moves the policy towards higher scores "
                          "while a KL penalty keeps it close to its reference.", self.settings, self.tabs)
@@ -337,6 +343,7 @@ class PpoPage(QWidget):
         self.comparison.review_prompt.connect(self.review_prompt)
         runs.step.connect(lambda log: runs.kind == "ppo" and log.samples and
                           self.samples.show_samples(log.step, list(log.samples)))
+        runs.step.connect(self._heldout_evaluated)
         session.project_changed.connect(self._project_changed)
         session.model_changed.connect(self._update_enabled)
         follow(session, self, {"runs"}, self._runs_changed)
@@ -354,6 +361,11 @@ class PpoPage(QWidget):
             return (), (), ()
         return (tuple(named_adapters(project, "sft")), tuple(run_id for run_id, _ in reward_runs(project)),
                 tuple(run_id for run_id, _ in policy_runs(project)))
+
+    def _heldout_evaluated(self, log) -> None:
+        """The live run measured its policy on held-out data: its curve gains a point."""
+        if self.runs.kind == "ppo" and "heldout/score" in log.metrics and self.session.project is not None:
+            self.overoptimisation.show_run(RunRecord(self.session.project, log.run_id))
 
     @Slot()
     def _runs_changed(self) -> None:
@@ -375,6 +387,7 @@ class PpoPage(QWidget):
             if runs:
                 self.monitor.show_finished(runs[0][0])
                 self.samples.show_from_run(RunRecord(project, runs[0][0]))
+            self.overoptimisation.show_run(RunRecord(project, runs[0][0]) if runs else None)
         self._update_enabled()
 
     @Slot()

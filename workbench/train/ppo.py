@@ -41,7 +41,7 @@ from workbench.models.chat_format import TemplateRefused, prompt_ids as chat_pro
 from workbench.models.generation import SamplingSettings, pad_token_id, sampling_config, stop_token_ids
 from workbench.models.loading import ModelSession
 from workbench.project import Project
-from workbench.train import ops
+from workbench.train import ops, ppo_heldout
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
     adapter_for, between_steps, named_adapters, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
@@ -164,6 +164,10 @@ class PpoConfig(LoraTrainingConfig):
     kl_in_loss: bool = False
     """rloo and grpo: the KL to the reference as a loss term (k3 per token, weighted by the KL
     coefficient, as in GRPO) instead of a penalty subtracted from the reward."""
+    eval_every: int = 10
+    """Every this many steps, and before the first and after the last, the policy answers the
+    held-out prompts: their reward-model score, the KL from the reference and the accuracy on the
+    reward model's held-out human pairs, for the over-optimisation view (ppo_heldout.py)."""
     samples_per_step: int = 8
     """How many of each step's samples are shown and kept in the run folder."""
     heldout_fraction: float = 0.2
@@ -335,6 +339,15 @@ class _PpoTrainer:
         torch.nn.init.zeros_(value_head.bias)
         return value_head, device
 
+    def heldout_set(self) -> tuple[list[int], list[dict]]:
+        """The run's held-out prompts and the reward model's held-out human pairs."""
+        path = self.record.folder / HELDOUT_FILE
+        heldout = json.loads(path.read_text()) if path.is_file() else []
+        folder = None
+        if self.reward_fn is None:
+            folder = choose_reward_model(self.project, self.config.reward_model)[1]
+        return heldout, ppo_heldout.validation_pairs(folder)
+
     def load_reward_model(self):
         from workbench.train.reward import load_reward_model
 
@@ -367,6 +380,9 @@ class _PpoTrainer:
         save = lambda: save_checkpoint(  # noqa: E731 - reads `step` and `kl` when called
             record, self.models.peft, self.name, step, optimizer, scheduler, cfg,
             {"value.weight": value_head.weight, "value.bias": value_head.bias}, {"kl_coef": kl.value})
+        heldout, pairs = self.heldout_set()
+        if step == 0 and heldout:  # the starting point of the over-optimisation curve: the reference
+            record.add_metrics(0, ppo_heldout.evaluate(self, value_head, heldout, pairs, 0, cfg.seed, device))
         started, first_step = time.monotonic(), step
         yield StepLog(record.id, step, cfg.max_steps, message=f"PPO for {cfg.max_steps} steps" +
                       (f", resumed at step {step}." if step else "."))
@@ -377,6 +393,8 @@ class _PpoTrainer:
                 return
             metrics, samples = self.step(step, prompts, value_head, optimizer, scheduler, params, kl, device)
             step += 1
+            if heldout and (step % cfg.eval_every == 0 or step == cfg.max_steps):  # before the checkpoint
+                metrics.update(ppo_heldout.evaluate(self, value_head, heldout, pairs, step, cfg.seed, device))
             record.add_metrics(step, metrics)
             self.keep_samples(step, samples)
             if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
