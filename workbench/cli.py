@@ -387,9 +387,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "rm": ("a reward model on the rankings",
                "Train a reward model (a LoRA adapter and a scalar head on the base) on the preference pairs of "
                "the project's rankings, split into train and validation by prompt."),
-        "ppo": ("PPO of a LoRA policy against the reward model",
+        "ppo": ("PPO (or RLOO, GRPO) of a LoRA policy against the reward model",
                 "Optimise a LoRA policy (from an SFT adapter with --set init_adapter=sft-run-N, or fresh) on the "
-                "project's prompts against its newest reward model, with a KL penalty to the reference."),
+                "project's prompts against its newest reward model, with a KL penalty to the reference. PPO with "
+                "a value head by default; --set advantage=rloo or advantage=grpo for the critic-free estimators "
+                "(group_size answers per prompt)."),
     }
     for kind, (summary, description) in descriptions.items():
         sub = kinds.add_parser(kind, help=summary, description=description + " Ctrl+C saves a checkpoint and "
