@@ -36,6 +36,9 @@ def render_screenshots(project: Path, outdir: Path, load_model: bool = True, pro
         scratch = Path(tempfile.mkdtemp(prefix="workbench-screenshots-"))
         session.save_project_as(scratch / Path(project).name)
     window = MainWindow(session)
+    # Offscreen nobody can answer the Rank page's name dialog: without a model the page shows
+    # its no-name state (with one, rank_for_screenshots labels as "screenshots").
+    window.rank_page.ask_name = lambda current: current
     window.resize(*size)
     window.show()
     try:
