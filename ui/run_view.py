@@ -165,6 +165,7 @@ FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropo
                "max_grad_norm": "Gradient clipping (norm)", "validation_fraction": "Validation share",
                "eval_every": "Evaluate every (steps)", "checkpoint_every": "Checkpoint every (steps)",
                "keep_checkpoints": "Checkpoints kept", "rank_margin": "Margin from rank distance",
+               "head_lr_scale": "Head learning-rate multiple",
                "init_adapter": "Start from SFT adapter", "reward_model": "Reward model",
                "length_penalty": "Length penalty", "max_new_tokens": "Max new tokens",
                "kl_coef": "KL coefficient", "kl_target": "KL target", "kl_horizon": "KL horizon (steps)",

@@ -54,3 +54,16 @@ def test_a_run_time_is_estimated_from_the_steps_measured_here(tmp_path):
     assert run_time_advice(project, "rm", 60) == "About 10 min (60 steps at 10.0 s a step, as measured in earlier runs here)."
     assert run_time_advice(project, "sft", 60) == ""
     project.close()
+
+
+def test_the_reward_verdict_says_chance_weak_or_good_from_the_interval():
+    from workbench.train.guidance import reward_verdict
+    from workbench.train.reward_eval import RewardEvaluation, wilson_interval
+
+    def evaluation(right, pairs):
+        low, high = wilson_interval(right, pairs)
+        return RewardEvaluation(pairs, right / pairs, low, high, 0.1)
+
+    assert "Not yet better than chance" in reward_verdict(evaluation(7, 10))   # 70% of 10: interval reaches 40%
+    assert "weak" in reward_verdict(evaluation(65, 100))                        # 65% of 100: 55%-74%
+    assert "Good enough" in reward_verdict(evaluation(80, 100))

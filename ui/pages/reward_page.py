@@ -22,7 +22,7 @@ from workbench.train.reward_data import preference_pairs
 from workbench.train.reward_eval import LENGTH_WARNING, RewardEvaluation, evaluate_run
 from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
-from workbench.train.guidance import reward_data_advice
+from workbench.train.guidance import reward_data_advice, reward_verdict
 from ui.change_flow import follow
 from ui.session import WorkbenchSession
 from ui.text_views import TextDialog, one_line, read_only_table
@@ -93,7 +93,8 @@ class EvaluationView(QWidget):
         length = "" if e.length_correlation is None else f" · score vs length r = {e.length_correlation:+.2f}"
         self.summary.setText(
             f"Validation accuracy <b>{e.accuracy:.1%}</b> (95% CI {e.ci_low:.1%}–{e.ci_high:.1%}) on "
-            f"{e.pairs:,} pairs from prompts it never trained on · mean margin {e.mean_margin:+.3f}{length}{warning}")
+            f"{e.pairs:,} pairs from prompts it never trained on · mean margin {e.mean_margin:+.3f}{length}"
+            f"<br>{reward_verdict(e)}{warning}")
         everything = e.chosen_scores + e.rejected_scores
         edges = np.histogram_bin_edges(everything, bins=min(30, max(5, len(everything) // 3)))
         self.chosen_bars.setData(edges, np.histogram(e.chosen_scores, edges)[0])

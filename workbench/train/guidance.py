@@ -41,6 +41,18 @@ def reward_data_advice(project: Project) -> str:
             "where it is most unsure.")
 
 
+def reward_verdict(evaluation: RewardEvaluation) -> str:
+    """Can this reward model be trusted, in one sentence, from its held-out pairs."""
+    if evaluation.ci_low <= 0.5:
+        return (f"Not yet better than chance: with {evaluation.pairs} held-out pairs the 95% interval reaches "
+                f"{evaluation.ci_low:.0%}. Too few ranked prompts, or rankings that disagree; rank more prompts "
+                "before trusting or optimising it.")
+    if evaluation.accuracy < GOOD_ENOUGH_ACCURACY:
+        return (f"Better than chance but weak (under {GOOD_ENOUGH_ACCURACY:.0%}): PPO against it would learn its "
+                "mistakes too. More ranked prompts usually help most.")
+    return "Good enough to optimise against; watch the PPO page's Over-optimisation tab for when to stop."
+
+
 def ppo_reward_advice(evaluation: RewardEvaluation | None) -> str:
     """A warning about the reward model PPO would optimise ("" when it looks sound)."""
     if evaluation is None:

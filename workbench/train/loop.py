@@ -75,7 +75,8 @@ def train_adapter(models: ModelSession, name: str, config, lora_config=None):
 
 
 def optimizer_and_schedule(params, config, total_updates: int):
-    """AdamW and the learning-rate schedule (with warm-up) of a run's `total_updates` updates."""
+    """AdamW and the learning-rate schedule (with warm-up) of a run's `total_updates` updates.
+    `params`: parameters, or parameter groups of which one may set its own peak "lr"."""
     import torch
     from transformers import get_scheduler
 

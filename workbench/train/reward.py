@@ -43,8 +43,10 @@ HEAD_FILE, HEAD_INFO = "reward_head.safetensors", "reward_head.json"
 class RewardConfig(LoraTrainingConfig):
     """The shared LoRA settings with reward-model defaults, plus a margin and an annotator filter."""
 
-    learning_rate: float = 1e-4
-    """Peak learning rate of AdamW, for the adapter and the head."""
+    learning_rate: float = 5e-4
+    """Peak learning rate of AdamW for the adapter (the head's is head_lr_scale times it). 5e-4:
+    on bench/efficacy.py's 24 ranked prompts, 1e-4 reached 64% held-out accuracy and 5e-4 69%
+    by the same step."""
     batch_size: int = 4
     """Preference pairs per micro-batch (each pair is two sequences)."""
     max_length: int = 512
@@ -53,6 +55,11 @@ class RewardConfig(LoraTrainingConfig):
     """Passes over the training pairs (fractions allowed); ignored when max_steps is set."""
     validation_fraction: float = 0.2
     """Share of prompts held out (with all their pairs) to measure validation accuracy."""
+    head_lr_scale: float = 10.0
+    """The scalar head's learning rate as a multiple of learning_rate. The head starts as a
+    random direction; at the adapter's rate it barely turns in a short run (1e-4 x 56 steps
+    against weights of about 0.04), so the adapter would have to bend the model towards a
+    random direction instead of the head finding the one that separates the answers."""
     rank_margin: float = 0.0
     """Margin per extra rank group: a pair ranked 1st vs 3rd must be separated by this much more
     than neighbours. 0 is the plain Bradley-Terry loss."""
@@ -63,6 +70,8 @@ class RewardConfig(LoraTrainingConfig):
         super().__post_init__()
         if self.rank_margin < 0:
             raise ValueError("rank_margin must be 0 or more")
+        if self.head_lr_scale <= 0:
+            raise ValueError("head_lr_scale must be positive")
 
     def annotator_list(self) -> list[str] | None:
         names = [n.strip() for n in self.annotators.split(",") if n.strip()]
@@ -232,14 +241,17 @@ class _RewardTrainer:
         model.train()
         device = next(model.parameters()).device
         head = new_head(self.models.model.config.hidden_size, device)
-        params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-        optimizer, scheduler = optimizer_and_schedule(params, cfg, total)
+        adapter_params = [p for p in model.parameters() if p.requires_grad]
+        params = adapter_params + list(head.parameters())
+        groups = [{"params": adapter_params},
+                  {"params": list(head.parameters()), "lr": cfg.learning_rate * cfg.head_lr_scale}]
+        optimizer, scheduler = optimizer_and_schedule(groups, cfg, total)
         step, extra, _ = restore_checkpoint(record, self.models, self.name, optimizer, scheduler)
         if "head.weight" in extra:
             head.weight.data.copy_(extra["head.weight"].to(device))
         save = lambda: save_checkpoint(record, model, self.name, step, optimizer, scheduler, cfg,  # noqa: E731
                                        {"head.weight": head.weight})
-        started, first_step = time.monotonic(), step
+        started, first_step, scored = time.monotonic(), step, None
         yield StepLog(record.id, step, total, message=f"Training {total} steps" +
                       (f", resumed at step {step}." if step else "."))
 
@@ -276,7 +288,8 @@ class _RewardTrainer:
                        "train/epoch": step * cfg.grad_accum / micro_per_epoch,
                        "perf/pairs_per_s": seen / max(seconds, 1e-9), "time/step_s": seconds}
             if validation and (step % cfg.eval_every == 0 or step == total):
-                metrics.update(self.validate(head, validation, device)[0])
+                figures, scored = self.validate(head, validation, device)
+                metrics.update(figures)
             record.add_metrics(step, metrics)
             if step % cfg.checkpoint_every == 0 and step < total:
                 save()
@@ -284,8 +297,10 @@ class _RewardTrainer:
             yield StepLog(record.id, step, total, metrics, elapsed_s=elapsed,
                           eta_s=elapsed / (step - first_step) * (total - step))
 
-        # 5. The adapter with its head, and every validation pair's scores for the Reward page.
-        _, scored = self.validate(head, validation, device)
+        # 5. The adapter with its head, and every validation pair's scores for the Reward page
+        # (from the last step's validation; a run resumed after its last step validates now).
+        if scored is None:
+            _, scored = self.validate(head, validation, device)
         write_atomically(record.folder / "evaluation.json", json.dumps(scored, ensure_ascii=False).encode("utf-8"))
         folder = save_adapter(self.models, record, self.name, also=lambda f: self.save_head(head, f))
         record.set_artifact(folder)
