@@ -5,23 +5,13 @@ from itertools import islice
 
 import pytest
 
-from workbench.data.sft_store import SftStore
-from workbench.project import Project
 from workbench.train.runs import RunRecord, mark_interrupted
 from workbench.train.sft import SftConfig, train_sft
 from workbench.train.tensorboard_log import log_folder
 
-from .test_sft_training import EXAMPLE, FAST
+from .test_sft_training import FAST, project  # noqa: F401 - the fixture: four SFT examples
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-
-
-@pytest.fixture
-def project(tmp_path):
-    project = Project.create(tmp_path / "p")
-    SftStore(project).add_many([EXAMPLE] * 4)
-    yield project
-    project.close()
 
 
 def scalars(record: RunRecord) -> dict[str, list[tuple[int, float]]]:
