@@ -23,6 +23,8 @@ def test_a_policy_that_games_the_reward_model_is_told_where_to_stop():
 def test_still_improving_at_the_end_and_no_human_pairs_say_so():
     rising = Curve(points((0, 0.0, 0.1, 0.5), (10, 1.0, 0.6, 0.7)), stop_step=10)
     assert "more steps may help" in explain(rising, [])
+    worse = Curve(points((0, 0.0, 3.5, 0.5), (10, 1.2, 3.6, 0.47), (16, 2.3, 3.0, 0.44)), stop_step=0)
+    assert "made the policy worse" in explain(worse, [])  # bench/efficacy.py's first PPO run
     unrated = Curve(points((0, 0.0, 0.1, None), (10, 1.0, 0.6, None)), stop_step=None)
     assert "no held-out human pairs" in explain(unrated, [])
     assert "no held-out evaluations" in explain(None, [])

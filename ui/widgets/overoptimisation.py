@@ -50,6 +50,10 @@ def explain(shape: Curve | None, checkpoints: list[int]) -> str:
              f"({stop.pair_accuracy:.0%} at √KL {stop.sqrt_kl:.2f}).")
     if stop.step == last.step:
         text += " It was still at its best at the end: more steps may help."
+    elif stop.step == first.step and last.score <= first.score:
+        text += (" Neither the score nor the agreement rose: this run made the policy worse. Look at the live "
+                 "run's response length and EOS rate: a policy that learns to stop early to escape the "
+                 "no-end-token penalty loses what the rankings rewarded.")
     elif last.score > stop.score and last.pair_accuracy is not None and last.pair_accuracy < stop.pair_accuracy:
         text += (f" After it the score kept rising but agreement fell to {last.pair_accuracy:.0%}: the policy is "
                  "learning what the reward model likes rather than what you ranked. Stop there.")
