@@ -229,6 +229,12 @@ def split_prompts(project: Project, heldout_fraction: float) -> tuple[list[int],
     return [r.id for r in rows if r.id not in heldout], [r.id for r in rows if r.id in heldout]
 
 
+def heldout_prompts(record: RunRecord) -> list[int]:
+    """The prompt ids a run holds out (written when it starts), [] before that."""
+    path = record.folder / HELDOUT_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 @dataclass
 class Rollout:
     """One step's batch: token tensors on the model's device and plain-text copies."""
@@ -285,6 +291,7 @@ class _PpoTrainer:
         self.pad = pad_token_id(self.tokenizer, self.stop_ids)
         self.reference: str | None = None   # adapter name, None for the plain base
         self.reward_model = None
+        self.reward_folder: Path | None = None  # the reward model's adapter folder; None for a Python reward
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -341,18 +348,13 @@ class _PpoTrainer:
 
     def heldout_set(self) -> tuple[list[int], list[dict]]:
         """The run's held-out prompts and the reward model's held-out human pairs."""
-        path = self.record.folder / HELDOUT_FILE
-        heldout = json.loads(path.read_text()) if path.is_file() else []
-        folder = None
-        if self.reward_fn is None:
-            folder = choose_reward_model(self.project, self.config.reward_model)[1]
-        return heldout, ppo_heldout.validation_pairs(folder)
+        return heldout_prompts(self.record), ppo_heldout.validation_pairs(self.reward_folder)
 
     def load_reward_model(self):
         from workbench.train.reward import load_reward_model
 
-        name, folder = choose_reward_model(self.project, self.config.reward_model)
-        return load_reward_model(self.models, folder, name)
+        name, self.reward_folder = choose_reward_model(self.project, self.config.reward_model)
+        return load_reward_model(self.models, self.reward_folder, name)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -501,9 +503,7 @@ class _PpoTrainer:
         import torch
 
         cfg, mask, device = self.config, rollout.response_mask, old_logprobs.device
-        keys = ["loss/policy", "policy/entropy", "policy/clipfrac", "policy/approx_kl"]
-        keys += ["loss/kl"] if ref_logprobs is not None else [] if cfg.critic_free else ["loss/value", "value/clipfrac"]
-        stats = {key: [] for key in keys}
+        stats: dict[str, list[float]] = {}
         minibatch = cfg.batch_size // cfg.num_minibatches
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size).tolist()
@@ -534,7 +534,7 @@ class _PpoTrainer:
                                          f"Lower the learning rate (now {cfg.learning_rate:g})")
                     loss.backward()
                     for key, value in parts.items():
-                        stats[key].append(value.item())
+                        stats.setdefault(key, []).append(value.item())
                 clip_gradients(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()

@@ -25,7 +25,7 @@ from workbench.models.loading import ModelSession
 from workbench.project import Project
 from workbench.train import ops
 from workbench.train.loop import adapter_for, named_adapters
-from workbench.train.ppo import HELDOUT_FILE, KIND, PpoConfig, choose_reward_model, rollout_sampling
+from workbench.train.ppo import KIND, PpoConfig, choose_reward_model, heldout_prompts, rollout_sampling
 from workbench.train.reward import load_reward_model
 from workbench.train.reward_eval import wilson_interval
 from workbench.train.runs import RunRecord, finished_adapters
@@ -100,11 +100,6 @@ class Comparison:
 def policy_runs(project: Project) -> list[tuple[int, Path]]:
     """(run id, adapter folder) of finished PPO runs, newest first."""
     return finished_adapters(project, KIND)
-
-
-def heldout_prompts(record: RunRecord) -> list[int]:
-    path = record.folder / HELDOUT_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def compare_policy(project: Project, models: ModelSession, run_id: int, answers_per_prompt: int = 2,
