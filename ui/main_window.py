@@ -14,6 +14,7 @@ from workbench import app_settings
 from workbench.errors import WorkbenchError
 from workbench.project import SUFFIX
 from ui.pages.model_page import ModelPage
+from ui.pages.dpo_page import DpoPage
 from ui.pages.ppo_page import PpoPage
 from ui.pages.project_page import ProjectPage
 from ui.pages.ranking_page import RankingPage
@@ -47,18 +48,20 @@ class MainWindow(QMainWindow):
         self.sft_training_page = SftTrainingPage(session, self.runs)
         self.reward_page = RewardPage(session, self.runs)
         self.ppo_page = PpoPage(session, self.runs)
+        self.dpo_page = DpoPage(session, self.runs)
         self.runs_page = RunsPage(session, self.runs)
         # One maximum length: the SFT data page flags what the SFT training settings would cut.
         train_length = self.sft_training_page.form.editors["max_length"]
         train_length.valueChanged.connect(self.sft_page.max_length.setValue)
         self.sft_page.max_length.valueChanged.connect(train_length.setValue)
         self.sft_page.max_length.setValue(train_length.value())
-        # In the order of the loop: data and SFT, ranking, the reward model, PPO, then every run.
+        # In the order of the loop: data and SFT, ranking, the reward model, PPO (or DPO, straight
+        # from the rankings), then every run.
         self.pages: dict[str, QWidget] = {"Project": self.project_page, "Model": self.model_page,
                                           "SFT data": self.sft_page, "SFT training": self.sft_training_page,
                                           "Rank": self.rank_page, "Team": self.team_page,
                                           "Reward": self.reward_page, "PPO": self.ppo_page,
-                                          "Runs": self.runs_page}
+                                          "DPO": self.dpo_page, "Runs": self.runs_page}
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
         self.nav.setFixedWidth(170)
@@ -84,6 +87,7 @@ class MainWindow(QMainWindow):
         self.project_page.open_requested.connect(self.open_project)
         self.team_page.open_prompt.connect(self.review_prompt)
         self.ppo_page.review_prompt.connect(self.review_prompt)
+        self.dpo_page.review_prompt.connect(self.review_prompt)
         session.project_changed.connect(self._update_status)
         session.project_changed.connect(self._rebuild_recent_menu)
         session.model_changed.connect(self._update_status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 
 from workbench.train.runs import RunControl, StepLog
+from workbench.train.dpo import train_dpo
 from workbench.train.ppo import train_ppo
 from workbench.train.reward import train_rm
 from workbench.train.sft import train_sft
@@ -19,7 +20,7 @@ from ui.session import WorkbenchSession
 from ui.workers import BackgroundTask
 
 
-TRAINERS = {"sft": train_sft, "rm": train_rm, "ppo": train_ppo}
+TRAINERS = {"sft": train_sft, "rm": train_rm, "ppo": train_ppo, "dpo": train_dpo}
 
 
 class RunManager(QObject):
@@ -48,7 +49,7 @@ class RunManager(QObject):
         return self.running and self.control is not None and self.control.pause_requested
 
     def start(self, kind: str, config, resume_run_id: int | None = None) -> None:
-        """Start a new `kind` run ("sft", "rm" or "ppo") with `config`, or resume run `resume_run_id`
+        """Start a new `kind` run ("sft", "rm", "ppo" or "dpo") with `config`, or resume run `resume_run_id`
         with its own config."""
         if self.running:
             return

@@ -176,7 +176,8 @@ FORM_LABELS = {"lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropo
                "vf_coef": "Value loss weight", "whiten_rewards": "Whiten rewards",
                "samples_per_step": "Samples shown per step", "heldout_fraction": "Held-out prompt share",
                "advantage": "Advantage estimator", "group_size": "Answers per prompt (RLOO, GRPO)",
-               "kl_in_loss": "KL as a loss term (RLOO, GRPO)"}
+               "kl_in_loss": "KL as a loss term (RLOO, GRPO)", "loss_type": "Loss (DPO, IPO, SimPO)",
+               "label_smoothing": "Label smoothing", "annotators": "Only these annotators"}
 
 
 def lay_out_run_page(page: QWidget, title: str, subtitle: str, settings: QWidget, body: QWidget) -> None:

@@ -195,8 +195,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from workbench.train.policy_export import export_policy
 
         with opened(args.project, reading_will_do=True) as project:
-            run_id = export_policy(project, args.run, Path(args.out))
-        print(f"exported the policy adapter of PPO run {run_id} to {args.out} (PeftModel.from_pretrained loads it)")
+            run_id, kind = export_policy(project, args.run, Path(args.out))
+        print(f"exported the policy adapter of {kind} run {run_id} to {args.out} (PeftModel.from_pretrained loads it)")
         return 0
     if args.kind == "pack":
         from workbench.data.packs import export_pack
@@ -218,11 +218,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def trainers() -> dict:
     """Each kind of run: (its config class, its training generator)."""
+    from workbench.train.dpo import DpoConfig, train_dpo
     from workbench.train.ppo import PpoConfig, train_ppo
     from workbench.train.reward import RewardConfig, train_rm
     from workbench.train.sft import SftConfig, train_sft
 
-    return {"sft": (SftConfig, train_sft), "rm": (RewardConfig, train_rm), "ppo": (PpoConfig, train_ppo)}
+    return {"sft": (SftConfig, train_sft), "rm": (RewardConfig, train_rm), "ppo": (PpoConfig, train_ppo),
+            "dpo": (DpoConfig, train_dpo)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -285,7 +287,8 @@ def format_step(log) -> str:
     if not log.metrics:
         return f"run {log.run_id}: {log.message}"
     shown = "  ".join(f"{key} {value:.4g}" for key, value in log.metrics.items()
-                      if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin", "objective/")))
+                      if key.startswith(("loss/", "train/lr", "reward/accuracy", "reward/margin", "objective/",
+                                           "rewards/accuracies", "rewards/margins", "eval/rewards/accuracies")))
     eta = f"  eta {log.eta_s:.0f}s" if log.eta_s is not None else ""
     return f"run {log.run_id} step {log.step}/{log.total_steps}  {shown}{eta}"
 
@@ -347,7 +350,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                               ".parquet, or a folder saved with datasets), preferences (--kind prefs: .jsonl, "
                               ".json or .parquet), or a labeling pack for teammates (--kind pack, e.g. "
                               "team.rlhfpack), a reward model (--kind rm: a folder that AutoModelForSequenceClassification loads), "
-                              "or a PPO policy (--kind policy: its LoRA adapter folder, which peft loads).")
+                              "or a PPO or DPO policy (--kind policy: its LoRA adapter folder, which peft loads).")
     exp.add_argument("project", help="the project file")
     exp.add_argument("out", help="the file or folder to write")
     exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm", "policy"], default="sft",
@@ -392,6 +395,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                 "project's prompts against its newest reward model, with a KL penalty to the reference. PPO with "
                 "a value head by default; --set advantage=rloo or advantage=grpo for the critic-free estimators "
                 "(group_size answers per prompt)."),
+        "dpo": ("DPO (or IPO, SimPO) of a LoRA policy on the rankings, without a reward model",
+                "Optimise a LoRA policy (from an SFT adapter with --set init_adapter=sft-run-N, or fresh) directly "
+                "on the preference pairs of the project's rankings, the same pairs and split as a reward model "
+                "gets; --set loss_type=ipo or loss_type=simpo for the other losses, --set beta=... for their "
+                "strength."),
     }
     for kind, (summary, description) in descriptions.items():
         sub = kinds.add_parser(kind, help=summary, description=description + " Ctrl+C saves a checkpoint and "

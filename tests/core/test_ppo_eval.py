@@ -98,14 +98,51 @@ def test_the_exported_policy_loads_in_plain_peft(trained, models, tiny_model_dir
         assert torch.allclose(plain(input_ids=ids).logits, models.peft(input_ids=ids).logits, atol=1e-5)
     assert main(["export", str(path), str(out), "--kind", "policy"]) == 1  # exists: refused
     assert main(["export", str(path), str(tmp_path / "x"), "--kind", "policy", "--run", "1"]) == 1
-    assert "not a finished PPO run" in capsys.readouterr().err
+    assert "not a finished PPO or DPO run" in capsys.readouterr().err
 
 
 def test_comparing_needs_held_out_prompts_and_a_finished_ppo_run(tmp_path, tiny_model_dir, models):
     project = synthetic_project(tmp_path / "p", tiny_model_dir, prompts=6)
     list(train_rm(project, models, RewardConfig(max_steps=2, **RM_FAST)))
-    with pytest.raises(WorkbenchError, match="not a finished PPO run"):
+    with pytest.raises(WorkbenchError, match="not a finished PPO or DPO run"):
         list(compare_policy(project, models, 1))
     logs = list(train_ppo(project, models, PpoConfig(max_steps=1, heldout_fraction=0.0, **PPO_FAST)))
     with pytest.raises(WorkbenchError, match="held out no prompts"):
         list(compare_policy(project, models, logs[-1].run_id))
+
+
+def test_a_dpo_policy_against_its_reference_and_against_a_ppo_policy(tmp_path, tiny_model_dir, models):
+    from workbench.train.dpo import DpoConfig, train_dpo
+
+    project = synthetic_project(tmp_path / "p", tiny_model_dir, prompts=12)
+    dpo = list(train_dpo(project, models, DpoConfig(max_steps=2, validation_fraction=0.75, max_new_tokens=8,
+                                                    batch_size=4, warmup_steps=0)))[-1].run_id
+    dpo_heldout = set(json.loads((RunRecord(project, dpo).folder / "heldout_prompts.json").read_text()))
+    assert len(dpo_heldout) == 9
+
+    # No reward model yet: the answers are compared and the KL measured, and people judge.
+    *_, alone = compare_policy(project, models, dpo, answers_per_prompt=1)
+    assert alone.policy == f"dpo-run-{dpo}" and alone.reference == "base" and not alone.scored
+    assert {p.prompt_id for p in alone.pairs} == dpo_heldout and alone.pairs[0].policy_score is None
+    assert "no reward model" in alone.summary()
+    assert len(send_to_ranking(project, alone)) == 9
+
+    # With a reward model, scored; and against a PPO policy on prompts neither trained on.
+    list(train_rm(project, models, RewardConfig(max_steps=2, **RM_FAST)))
+    ppo = list(train_ppo(project, models, PpoConfig(max_steps=1, heldout_fraction=0.5, **PPO_FAST)))[-1].run_id
+    *_, scored = compare_policy(project, models, dpo, answers_per_prompt=1)
+    assert scored.scored and scored.reward_model.startswith("rm-run-") and 0 <= scored.win_rate <= 1
+    ppo_trained = set(json.loads((RunRecord(project, ppo).folder / "train_prompts.json").read_text()))
+    *_, versus = compare_policy(project, models, dpo, answers_per_prompt=1, against=ppo)
+    assert versus.reference == f"ppo-run-{ppo}" and versus.against_run == ppo
+    assert {p.prompt_id for p in versus.pairs} == dpo_heldout - ppo_trained != set()
+    folder = RunRecord(project, dpo).folder
+    assert Comparison.load(folder, against_run=ppo).pairs == versus.pairs
+    assert Comparison.load(folder).pairs == scored.pairs  # against the reference: kept apart
+
+    # A baseline that trained on every prompt the run held out would be favoured: refused.
+    (RunRecord(project, ppo).folder / "train_prompts.json").write_text(json.dumps(sorted(dpo_heldout)))
+    with pytest.raises(WorkbenchError, match="was trained on by run"):
+        list(compare_policy(project, models, dpo, against=ppo))
+    with pytest.raises(WorkbenchError, match="another run"):
+        list(compare_policy(project, models, dpo, against=dpo))

@@ -123,7 +123,7 @@ def test_an_artifact_path_outside_the_project_is_never_exported(project, tmp_pat
     run_id = project.execute("INSERT INTO runs(kind, status, config, artifact, created_at, updated_at) "
                              "VALUES ('ppo', 'finished', '{}', ?, 0, 0)",
                              (os.path.relpath(elsewhere, project.artifacts_dir),))
-    with pytest.raises(WorkbenchError, match="no finished PPO run"):
+    with pytest.raises(WorkbenchError, match="no finished PPO or DPO run"):
         export_policy(project, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     with pytest.raises(WorkbenchError, match="outside its artifacts folder"):

@@ -116,15 +116,15 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
                                         [r.id for r in responses if r.generator["role"] == REFERENCE]])
     # The rankings reach the page as a queued change, read when it is shown again.
     window.show_page("PPO")
-    qtbot.waitUntil(lambda: "Human win rate of the policy: 100%" in view.human.text(), timeout=5000)
+    qtbot.waitUntil(lambda: f"Human win rate of ppo-run-{run_id} over base: 100%" in view.human.text(), timeout=5000)
 
 
 def test_every_setting_on_the_training_pages_has_a_readable_label(window):
     """No raw field names such as "Kl coef", "Lam", "Vf coef" or "Ppo epochs" (issue 15)."""
-    for form in (window.ppo_page.form, window.reward_page.form):
+    for form in (window.ppo_page.form, window.reward_page.form, window.dpo_page.form):
         layout = form.layout()
         shown = {name: layout.labelForField(editor).text() for name, editor in form.editors.items()}
-        cryptic = {"coef", "lam", "vf", "ppo", "kl", "eos", "num", "init", "heldout", "grad", "rank"}
+        cryptic = {"coef", "lam", "vf", "ppo", "kl", "eos", "num", "init", "heldout", "grad", "rank", "simpo"}
         raw = {name: text for name, text in shown.items()
                if text == name.replace("_", " ").capitalize() and cryptic & set(name.split("_"))}
         assert not raw, raw

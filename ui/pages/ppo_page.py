@@ -4,9 +4,9 @@ Left: PpoConfig's form (the SFT adapter to start from and the reward model are p
 project's finished runs) with the estimated memory of the run, and Start. Right, two tabs:
 - Live run: the run monitor (progress, pause/resume/stop, plots of every PPO statistic, log)
   and the table of the latest step's samples; double-click one to read it whole.
-- Did it work?: a finished run's policy against its reference on held-out prompts, scored by
-  the reward model (win rate, KL reached), and a button that sends the answers to the Rank page
-  for a blind human judgement, whose win rate shows here once labeled.
+- Did it work?: a finished run's policy against its reference (or another policy, a DPO one
+  say) on held-out prompts, scored by the reward model (win rate, KL reached), and a button that
+  sends the answers to the Rank page for a blind human judgement (ui/widgets/policy_comparison.py).
 - Over-optimisation: the newest (or the live) run's reward-model score and agreement with the
   held-out human rankings against √KL from the reference, with the step to stop at.
 """
@@ -14,21 +14,19 @@ project's finished runs) with the estimated memory of the run, and Start. Right,
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSpinBox, QSplitter, QTableWidgetItem, QTabWidget,
-    QTextBrowser, QVBoxLayout, QWidget,
-)
+from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableWidgetItem, QTabWidget, QTextBrowser, QVBoxLayout, QWidget
 
 from workbench.train.loop import named_adapters
 from workbench.train.ppo import ADVANTAGES, METRIC_KEYS, PpoConfig, last_samples
-from workbench.train.ppo_eval import Comparison, compare_policy, human_win_rate, policy_runs, send_to_ranking
+from workbench.train.ppo_eval import policy_runs
 from workbench.train.memory import estimate_for_session
 from workbench.train.reward import adapter_name as rm_adapter, reward_runs
-from workbench.train.runs import RunRecord
+from workbench.train.runs import RunRecord, finished_adapters
 from ui.run_view import RunMonitor, RunSettings, lay_out_run_page
 from ui.run_manager import RunManager
 from ui.text_views import TextDialog, one_line, read_only_table
 from ui.widgets.overoptimisation import OveroptimisationView
+from ui.widgets.policy_comparison import ComparisonView
 from workbench.train.guidance import ppo_reward_advice
 from workbench.train.reward_eval import evaluate_run
 from ui.change_flow import follow
@@ -100,203 +98,6 @@ class SamplesTable(QWidget):
             TextDialog(self, "PPO sample", self.markdown(row)).open()
 
 
-class ComparisonView(QWidget):
-    """A finished run's policy against its reference on held-out prompts."""
-
-    review_prompt = Signal(int)  # open the Rank page on this prompt
-
-    def __init__(self, session: WorkbenchSession):
-        super().__init__()
-        self.session = session
-        self.comparison: Comparison | None = None
-        self.task = None
-        self.run = QComboBox()
-        self.run.setToolTip("A finished PPO run")
-        self.answers = QSpinBox(minimum=1, maximum=3, value=2)
-        self.answers.setToolTip("Answers per held-out prompt from each side (one batched call per prompt)")
-        self.compare_button = QPushButton("Compare on held-out prompts")
-        self.compare_button.setObjectName("primary")
-        self.send_button = QPushButton("Send to Rank page (blind)")
-        self.send_button.setToolTip("Each held-out prompt's answers become one batch on the Rank page, shown in "
-                                    "blind order; rank them and the human win rate appears here")
-        self.summary = QLabel("Choose a finished PPO run and compare it with its reference.")
-        self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.human = QLabel("")
-        self.human.setWordWrap(True)
-        self.human.setTextFormat(Qt.TextFormat.RichText)
-        self.table = read_only_table(["Prompt", "Reference", "Policy", "Ref score", "Policy score", "KL"])
-        self.table.setWordWrap(False)
-        header = self.table.horizontalHeader()
-        for column in range(3):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
-        for column in range(3, 6):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip("Click a row to read both answers whole below; double-click to open them in a window")
-        # Side by side below the table: the answers whole, as the cells cut them to one line.
-        self.reference_view, self.policy_view = QTextBrowser(), QTextBrowser()
-        self.reference_view.setPlaceholderText("Click a row to read the reference's answer whole.")
-        self.policy_view.setPlaceholderText("Click a row to read the policy's answer whole.")
-        answers = QSplitter(Qt.Orientation.Horizontal)
-        answers.addWidget(self.reference_view)
-        answers.addWidget(self.policy_view)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(answers)
-        split.setSizes([360, 200])
-
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Run"))
-        row.addWidget(self.run, 1)
-        row.addWidget(QLabel("Answers per prompt"))
-        row.addWidget(self.answers)
-        row.addWidget(self.compare_button)
-        row.addWidget(self.send_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.human)
-        layout.addWidget(split, 1)
-
-        self.run.currentIndexChanged.connect(self._show_selected)
-        self.compare_button.clicked.connect(self.compare)
-        self.send_button.clicked.connect(self.send)
-        self.table.cellDoubleClicked.connect(self.open_pair)
-        self.table.currentCellChanged.connect(lambda row, *_: self._read(row))
-        follow(session, self, {"rankings"}, self._show_human)  # the sent prompts being ranked
-        session.model_changed.connect(self._update_buttons)
-
-    def refresh(self) -> None:
-        project = self.session.project
-        runs = policy_runs(project) if project is not None else []
-        chosen = self.run.currentData()
-        self.run.blockSignals(True)
-        self.run.clear()
-        for run_id, _folder in runs:
-            self.run.addItem(f"run {run_id}", run_id)
-        if chosen is not None and self.run.findData(chosen) >= 0:
-            self.run.setCurrentIndex(self.run.findData(chosen))
-        self.run.blockSignals(False)
-        self._show_selected()
-
-    @Slot()
-    def _show_selected(self) -> None:
-        run_id = self.run.currentData()
-        project = self.session.project
-        comparison = Comparison.load(RunRecord(project, run_id).folder) if run_id is not None else None
-        self.show_comparison(comparison)
-        if run_id is None:
-            self.summary.setText("No finished PPO run yet: start one in the settings on the left.")
-        elif comparison is None:
-            self.summary.setText(f"Run {run_id} has not been compared yet: press Compare.")
-
-    def show_comparison(self, comparison: Comparison | None) -> None:
-        self.comparison = comparison
-        pairs = comparison.pairs if comparison else []
-        self.table.setRowCount(len(pairs))
-        for row, p in enumerate(pairs):
-            for column, text in enumerate((one_line(p.prompt), one_line(p.reference), one_line(p.policy),
-                                           f"{p.reference_score:+.3f}", f"{p.policy_score:+.3f}", f"{p.kl:.2f}")):
-                item = QTableWidgetItem(text)
-                if column == 4 and p.policy_score != p.reference_score:  # a win green, a loss red
-                    better = p.policy_score > p.reference_score
-                    item.setForeground(Qt.GlobalColor.darkGreen if better else Qt.GlobalColor.darkRed)
-                self.table.setItem(row, column, item)
-        if comparison is not None:
-            self.summary.setText(comparison.summary())
-            # The answers per prompt this comparison was made with, not the box's last setting.
-            first = pairs[0].prompt_id if pairs else None
-            self.answers.setValue(max(1, sum(p.prompt_id == first for p in pairs)))
-        if pairs and self.table.currentRow() < 0:
-            self.table.setCurrentCell(0, 0)  # something to read below from the start
-        self._read(self.table.currentRow() if pairs else -1)
-        self._show_human()
-        self._update_buttons()
-
-    @Slot()
-    def _show_human(self) -> None:
-        c, project = self.comparison, self.session.project
-        if c is None or project is None or not c.sent_batches:
-            self.human.setText("")
-            return
-        result = human_win_rate(project, c)
-        if result is None:
-            self.human.setText(f"Sent {len(c.sent_batches)} prompts to the Rank page; rank them there and the "
-                               "human win rate appears here.")
-        else:
-            rate, pairs, labels = result
-            self.human.setText(f"<b>Human win rate of the policy: {rate:.0%}</b> over {pairs} reference-vs-policy "
-                               f"pairs from {labels} rankings of {len(c.sent_batches)} sent prompts (ties count half).")
-
-    @Slot()
-    def _update_buttons(self) -> None:
-        busy = self.task is not None
-        self.compare_button.setEnabled(not busy and self.run.currentData() is not None
-                                       and self.session.models.loaded)
-        self.send_button.setEnabled(not busy and self.comparison is not None and bool(self.comparison.pairs)
-                                    and not self.comparison.sent_batches)
-
-    @Slot()
-    def compare(self) -> None:
-        run_id, project, models = self.run.currentData(), self.session.project, self.session.models
-        if run_id is None or self.task is not None:
-            return
-        self.session.release_model()
-        answers = self.answers.value()
-
-        def got(item) -> None:
-            if isinstance(item, Comparison):
-                self.show_comparison(item)
-            else:
-                self.summary.setText(item)
-
-        def failed(message: str) -> None:
-            self.summary.setText(f"Could not compare: {message}")
-
-        def done(_outcome: str) -> None:
-            self.task = None
-            self._update_buttons()
-
-        self.task = self.session.run_task(
-            lambda should_stop: compare_policy(project, models, run_id, answers, should_stop),
-            on_item=got, on_error=failed, on_finished=done)
-        self._update_buttons()
-
-    @Slot()
-    def send(self) -> None:
-        if self.comparison is None or self.session.project is None:
-            return
-        made = send_to_ranking(self.session.project, self.comparison)  # the Rank page sees them as a change
-        self._show_human()
-        self._update_buttons()
-        if made:
-            self.review_prompt.emit(self.comparison.pairs[0].prompt_id)
-
-    def _pair(self, row: int):
-        pairs = self.comparison.pairs if self.comparison is not None else []
-        return pairs[row] if 0 <= row < len(pairs) else None
-
-    def _read(self, row: int) -> None:
-        p = self._pair(row)
-        if p is None:
-            self.reference_view.clear()
-            self.policy_view.clear()
-            return
-        self.reference_view.setMarkdown(f"**Reference** ({self.comparison.reference}, score {p.reference_score:+.3f})"
-                                        f"\n\n*{p.prompt}*\n\n{p.reference}")
-        self.policy_view.setMarkdown(f"**Policy** ({self.comparison.policy}, score {p.policy_score:+.3f}, "
-                                     f"KL {p.kl:.2f})\n\n*{p.prompt}*\n\n{p.policy}")
-
-    @Slot(int, int)
-    def open_pair(self, row: int, _column: int = 0) -> None:
-        p = self._pair(row)
-        if p is not None:
-            TextDialog(self, "Reference and policy", f"**Prompt:** {p.prompt}\n\n---\n\n**Reference** "
-                       f"({self.comparison.reference}, score {p.reference_score:+.3f})\n\n{p.reference}\n\n---\n\n"
-                       f"**Policy** ({self.comparison.policy}, score {p.policy_score:+.3f}, KL {p.kl:.2f})\n\n"
-                       f"{p.policy}").open()
-
-
 class PpoPage(QWidget):
     review_prompt = Signal(int)
 
@@ -327,7 +128,7 @@ class PpoPage(QWidget):
         live.addWidget(self.monitor)
         live.addWidget(self.samples)
         live.setSizes([560, 200])
-        self.comparison = ComparisonView(session)
+        self.comparison = ComparisonView(session, kinds=("ppo",))
         self.tabs = QTabWidget()
         self.tabs.addTab(live, "Live run")
         self.tabs.addTab(self.comparison, "Did it work?")
@@ -383,7 +184,7 @@ class PpoPage(QWidget):
         self.form.set_choices("reward_model", [""] + rms)
         self.comparison.refresh()
         if project is not None and not self.runs.running:
-            runs = policy_runs(project)
+            runs = finished_adapters(project, "ppo")
             if runs:
                 self.monitor.show_finished(runs[0][0])
                 self.samples.show_from_run(RunRecord(project, runs[0][0]))

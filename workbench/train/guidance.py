@@ -30,12 +30,12 @@ def run_time_advice(project: Project, kind: str, steps: int) -> str:
     return f"About {minutes} ({steps:,} steps at {per_step:.1f} s a step, as measured in earlier runs here)."
 
 
-def reward_data_advice(project: Project) -> str:
-    """What to label before a reward-model run ("" when there is enough to start with)."""
+def reward_data_advice(project: Project, method: str = "reward model") -> str:
+    """What to label before a reward-model (or DPO, `method`) run ("" when there is enough)."""
     ranked = project.query("SELECT COUNT(DISTINCT prompt_id) FROM rankings WHERE all_bad = 0")[0][0]
     if ranked >= FEW_RANKED_PROMPTS:
         return ""
-    return (f"Only {ranked} prompts are ranked. A reward model validates on whole held-out prompts, so with "
+    return (f"Only {ranked} prompts are ranked. A {method} validates on whole held-out prompts, so with "
             f"fewer than {FEW_RANKED_PROMPTS} its accuracy says little and it learns little beyond response "
             "length. Rank more on the Rank page; once a reward model exists, tick Least sure first to label "
             "where it is most unsure.")

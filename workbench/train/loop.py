@@ -12,6 +12,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.config import ModelSpec
@@ -22,7 +23,7 @@ from workbench.project import Project
 from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError, finished_adapters
 from workbench.train.tensorboard_log import with_tensorboard
 
-LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO"}
+LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO", "dpo": "DPO"}
 
 
 def adapter_for(kind: str, run_id: int) -> str:
@@ -72,6 +73,52 @@ def train_adapter(models: ModelSession, name: str, config, lora_config=None):
     if config.gradient_checkpointing:
         models.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return models.peft
+
+
+def start_policy(project: Project, models: ModelSession, name: str, config) -> str | None:
+    """Add policy adapter `name` (PPO's, DPO's), trainable and active: a copy of the SFT adapter
+    `config.init_adapter` (which stays loaded, frozen, as the reference) or a fresh one with
+    `config`'s LoRA settings. Returns the reference's adapter name, None for the plain base."""
+    from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
+
+    if not config.init_adapter:
+        train_adapter(models, name, config)
+        return None
+    adapters = named_adapters(project, "sft")
+    if config.init_adapter not in adapters:
+        raise TrainingError(f"No finished SFT adapter named {config.init_adapter}; choose from: "
+                            f"{', '.join(adapters) or 'none yet'}.")
+    models.load_adapter(config.init_adapter, adapters[config.init_adapter])
+    lora = PeftConfig.from_pretrained(str(adapters[config.init_adapter]))
+    lora.inference_mode = False
+    train_adapter(models, name, config, lora)
+    state = get_peft_model_state_dict(models.peft, adapter_name=config.init_adapter)
+    set_peft_model_state_dict(models.peft, state, adapter_name=name)
+    return config.init_adapter
+
+
+@contextmanager
+def train_mode_without_dropout(peft):
+    """Train mode, since gradient checkpointing acts only in it, with every dropout off (LoRA's:
+    a policy copied from an SFT adapter has 0.05, and the base's). PPO's update must compute the
+    rollout's log-probs until the weights move, and DPO's policy must start equal to its reference."""
+    import torch
+
+    peft.train()
+    attention = {}
+    for module in peft.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+        rate = getattr(module, "attention_dropout", None)  # Llama-style attention reads it in train mode
+        if isinstance(rate, float) and rate > 0:
+            attention[module] = rate
+            module.attention_dropout = 0.0
+    try:
+        yield
+    finally:
+        for module, rate in attention.items():
+            module.attention_dropout = rate
+        peft.eval()
 
 
 def optimizer_and_schedule(params, config, total_updates: int):

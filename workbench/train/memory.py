@@ -183,6 +183,25 @@ def estimate_sft_memory(shape: ModelShape, config, sequence_tokens: int, quantiz
                            "activations": activations + logits})
 
 
+def estimate_dpo_memory(shape: ModelShape, config, sequence_tokens: int, reply_tokens: int,
+                        quantization: str = "4bit", dtype_bytes: int = 2) -> MemoryEstimate:
+    """Peak memory of a DPO run with `config` (a DpoConfig) whose longest conversation has
+    `sequence_tokens` tokens and longest reply `reply_tokens`. A micro-batch is batch_size
+    chosen and batch_size rejected conversations in one forward pass; logits exist for the
+    reply positions only (sequence_logprobs.response_logprobs); the reference is an adapter
+    switched on the same base, its log-probs computed once, so it costs no memory in training."""
+    rows = 2 * config.batch_size
+    length = min(sequence_tokens, config.max_length)
+    activations = activation_bytes(shape, rows * length, dtype_bytes, config.gradient_checkpointing,
+                                   dropout=config.lora_dropout > 0)
+    # Reply logits, their fp32 copy and log-softmax, kept for backward.
+    logits = rows * min(reply_tokens, length) * shape.vocab * (dtype_bytes + 2 * 4)
+    reference = shape.lora_params(config.lora_rank) * 4 if config.init_adapter else 0
+    return MemoryEstimate({"base": base_bytes(shape, quantization, dtype_bytes),
+                           "adapters+optimizer": shape.lora_params(config.lora_rank) * 16 + reference,
+                           "activations": activations + logits})
+
+
 def session_quantization(model) -> tuple[str, int]:
     """How the loaded model holds its weights, and the bytes per number it computes in (4-bit
     weights are dequantized to it)."""
@@ -191,11 +210,15 @@ def session_quantization(model) -> tuple[str, int]:
     return quantization, model.dtype.itemsize
 
 
-def estimate_for_session(models, config) -> MemoryEstimate | None:
-    """The PPO estimate for the model loaded in `models`, as it is loaded (None without a model)."""
+def estimate_for_session(models, config, kind: str = "ppo") -> MemoryEstimate | None:
+    """The PPO (or, with kind "dpo", DPO at max_length) estimate for the model loaded in
+    `models`, as it is loaded (None without a model)."""
     if not models.loaded:
         return None
-    return estimate_ppo_memory(ModelShape.from_model(models.model), config, *session_quantization(models.model))
+    shape, loaded = ModelShape.from_model(models.model), session_quantization(models.model)
+    if kind == "dpo":
+        return estimate_dpo_memory(shape, config, config.max_length, config.max_length, *loaded)
+    return estimate_ppo_memory(shape, config, *loaded)
 
 
 def free_memory_bytes(device) -> int | None:

@@ -1,4 +1,4 @@
-"""Export a trained PPO policy: its LoRA adapter folder, which plain peft loads onto the base
+"""Export a trained PPO or DPO policy: its LoRA adapter folder, which plain peft loads onto the base
 (`PeftModel.from_pretrained(base, folder)`), plus `policy.json` saying what made it, and the
 base's tokenizer carrying the prompt format the policy was trained with
 (`chat_format.portable_template`), so other tools prompt it with exactly our text."""
@@ -16,16 +16,25 @@ from workbench.train.runs import RunRecord, choose_run, finished_adapters
 VALUE_HEAD = "value_head.safetensors"  # PPO's value head, kept out of the export: peft has no use for it
 
 
+POLICY_KINDS = ("ppo", "dpo")
+
+
+def policy_runs(project: Project) -> list[tuple[int, Path]]:
+    """(run id, adapter folder) of finished PPO and DPO runs, newest first."""
+    runs = [run for kind in POLICY_KINDS for run in finished_adapters(project, kind)]
+    return sorted(runs, key=lambda run: run[0], reverse=True)
+
+
 def policy_run_folder(project: Project, run_id: int | None) -> tuple[int, Path]:
-    """The adapter folder of PPO run `run_id`, or of the newest finished one."""
-    return choose_run(finished_adapters(project, "ppo"), run_id,
-                      f"{project.path.name} has no finished PPO run; train one first (workbench train ppo, or "
-                      "the PPO page).", "PPO run")
+    """The adapter folder of PPO or DPO run `run_id`, or of the newest finished one."""
+    return choose_run(policy_runs(project), run_id,
+                      f"{project.path.name} has no finished PPO or DPO run; train one first (workbench train ppo "
+                      "or workbench train dpo, or the PPO and DPO pages).", "PPO or DPO run")
 
 
-def export_policy(project: Project, run_id: int | None, out: Path) -> int:
+def export_policy(project: Project, run_id: int | None, out: Path) -> tuple[int, str]:
     """Copy the policy adapter of run `run_id` (default: the newest) to the new folder `out`;
-    returns the run id."""
+    returns the run id and its kind ("PPO" or "DPO")."""
     run_id, adapter = policy_run_folder(project, run_id)
     out = Path(out)
     if out.exists():
@@ -34,11 +43,11 @@ def export_policy(project: Project, run_id: int | None, out: Path) -> int:
     tokenizer_note = save_tokenizer(project, out)
     record = RunRecord(project, run_id)
     (out / "policy.json").write_text(json.dumps({
-        "run": run_id, "base_model": project.base_model.display_name if project.base_model else "",
+        "run": run_id, "method": record.kind, "base_model": project.base_model.display_name if project.base_model else "",
         "reference": record.config.get("init_adapter") or "base", "config": record.config,
         "how_to_load": "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), this_folder)",
         "tokenizer": tokenizer_note}, indent=2))
-    return run_id
+    return run_id, record.kind.upper()
 
 
 def save_tokenizer(project: Project, out: Path) -> str:

@@ -31,7 +31,6 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +40,11 @@ from workbench.models.chat_format import TemplateRefused, prompt_ids as chat_pro
 from workbench.models.generation import SamplingSettings, pad_token_id, sampling_config, stop_token_ids
 from workbench.models.loading import ModelSession
 from workbench.project import Project
-from workbench.train import ops, ppo_heldout
+from workbench.train import ops, ppo_heldout, sequence_logprobs
 from workbench.train.lora_settings import LoraTrainingConfig
 from workbench.train.loop import (
-    adapter_for, between_steps, named_adapters, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint,
-    run_training, save_adapter, save_checkpoint, train_adapter,
+    adapter_for, between_steps, clip_gradients, non_finite, optimizer_and_schedule, restore_checkpoint, run_training,
+    save_adapter, save_checkpoint, start_policy, train_mode_without_dropout,
 )
 from workbench.train.memory import check_fits, estimate_for_session
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
@@ -269,8 +268,9 @@ def train_ppo(project: Project, models: ModelSession, config: PpoConfig | None =
 
 
 def rollout_sampling(config: PpoConfig, seed: int | None = None) -> SamplingSettings:
-    """How rollouts (and "Did it work?"'s answers) are sampled: the whole distribution at the
-    temperature, nothing else (see PpoConfig.temperature)."""
+    """How rollouts (and "Did it work?"'s answers, of PPO and DPO runs alike: `config` may be
+    any config with a temperature and max_new_tokens) are sampled: the whole distribution at
+    the temperature, nothing else (see PpoConfig.temperature)."""
     return SamplingSettings(temperature=config.temperature, top_p=1.0, top_k=0,
                             max_new_tokens=config.max_new_tokens, repetition_penalty=1.0, seed=seed)
 
@@ -319,23 +319,8 @@ class _PpoTrainer:
     def setup(self):
         """Policy (from the SFT adapter or fresh), reference, reward model and value head."""
         import torch
-        from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
-        cfg = self.config
-        adapters = named_adapters(self.project, "sft")
-        if cfg.init_adapter:
-            if cfg.init_adapter not in adapters:
-                raise TrainingError(f"No finished SFT adapter named {cfg.init_adapter}; choose from: "
-                                    f"{', '.join(adapters) or 'none yet'}.")
-            self.models.load_adapter(cfg.init_adapter, adapters[cfg.init_adapter])
-            lora = PeftConfig.from_pretrained(str(adapters[cfg.init_adapter]))
-            lora.inference_mode = False
-            train_adapter(self.models, self.name, cfg, lora)
-            state = get_peft_model_state_dict(self.models.peft, adapter_name=cfg.init_adapter)
-            set_peft_model_state_dict(self.models.peft, state, adapter_name=self.name)
-            self.reference = cfg.init_adapter
-        else:
-            train_adapter(self.models, self.name, cfg)
+        self.reference = start_policy(self.project, self.models, self.name, self.config)
         if self.reward_fn is None:
             self.reward_model = self.load_reward_model()
         self.models.peft.set_adapter(self.name)
@@ -541,29 +526,9 @@ class _PpoTrainer:
                 optimizer.zero_grad(set_to_none=True)
         return stats
 
-    @contextmanager
     def update_mode(self):
-        """Train mode for the update, since gradient checkpointing acts only in it, with every
-        dropout off (LoRA's, a policy copied from an SFT adapter has 0.05, and the base's), as in
-        the rollout: the update's log-probs must be the rollout's until the weights move."""
-        import torch
-
-        peft = self.models.peft
-        peft.train()
-        attention = {}
-        for module in peft.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.eval()
-            rate = getattr(module, "attention_dropout", None)  # Llama-style attention reads it in train mode
-            if isinstance(rate, float) and rate > 0:
-                attention[module] = rate
-                module.attention_dropout = 0.0
-        try:
-            yield
-        finally:
-            for module, rate in attention.items():
-                module.attention_dropout = rate
-            peft.eval()
+        """The update runs without dropout, as the rollout did (loop.train_mode_without_dropout)."""
+        return train_mode_without_dropout(self.models.peft)
 
     # ---- pieces of a step --------------------------------------------------------------------
 
@@ -649,18 +614,10 @@ class _PpoTrainer:
         return logprobs, values, entropy
 
     def lm_logits(self, states):
-        """The LM head's logits as the model's own forward gives them: Gemma 2 soft-caps them
-        (cap · tanh(logits / cap)) after the head, and generate() samples from the capped ones."""
-        import torch
-
-        model = self.models.peft.get_base_model()
-        logits = model.get_output_embeddings()(states)
-        cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-        return torch.tanh(logits / cap) * cap if cap else logits
+        return sequence_logprobs.lm_logits(self.models.peft, states)
 
     def backbone(self):
-        """The transformer without its LM head (LlamaModel and the like)."""
-        return self.models.peft.get_base_model().base_model
+        return sequence_logprobs.backbone(self.models.peft)
 
     def hidden(self, rollout: Rollout, mask, position_ids):
         return self.backbone()(input_ids=rollout.input_ids, attention_mask=mask, position_ids=position_ids,

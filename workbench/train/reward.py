@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import workbench.models  # noqa: F401 - offline settings before transformers is imported
-from workbench.models.chat_format import TemplateRefused
 from workbench.models.loading import ModelSession
 from workbench.paths import write_atomically
 from workbench.project import Project
@@ -30,7 +29,7 @@ from workbench.train.loop import (
     adapter_for, between_steps, clip_gradients, memory_advice, micro_batch, non_finite,
     optimizer_and_schedule, restore_checkpoint, run_training, save_adapter, save_checkpoint, train_adapter,
 )
-from workbench.train.reward_data import PairExample, conversation_ids, pad_right, preference_pairs, split_by_prompt
+from workbench.train.reward_data import PairExample, conversation_ids, pad_right, run_pairs
 from workbench.train.runs import RunControl, RunRecord, StepLog, TrainingError
 
 KIND = "rm"
@@ -178,34 +177,9 @@ class _RewardTrainer:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def load_pairs(self) -> tuple[list[PairExample], list[PairExample]]:
-        """The run's own copy of its pairs and split, so a resume trains on exactly the same ones."""
-        snapshot = self.record.folder / "pairs.jsonl"
-        if snapshot.is_file():
-            rows = [json.loads(line) for line in filter(None, snapshot.read_text(encoding="utf-8").split("\n"))]
-            pairs = {split: [PairExample(**{k: v for k, v in row.items() if k != "split"})
-                             for row in rows if row["split"] == split] for split in ("train", "validation")}
-            return pairs["train"], pairs["validation"]
-        pairs = preference_pairs(self.project, self.config.annotator_list())
-        if not pairs:
-            raise TrainingError("There are no preference pairs: rank some responses on the Rank page (ties and "
-                                "\"all bad\" give no pairs), or import preference data.")
-        checked: set[int] = set()
-        for pair in pairs:  # a conversation the template refuses stops us now, not mid-run
-            if pair.prompt_id not in checked:
-                checked.add(pair.prompt_id)
-                try:
-                    conversation_ids(self.tokenizer, pair.messages, pair.chosen, self.config.max_length)
-                except TemplateRefused as error:
-                    raise TrainingError(f"Prompt {pair.prompt_id}: {error}. Edit the prompt, or leave its "
-                                        "rankings out.") from error
-        train, validation = split_by_prompt(pairs, self.config.validation_fraction, self.config.seed)
-        if not train:
-            raise TrainingError("Every prompt went to validation; lower validation_fraction or rank more prompts.")
-        lines = [json.dumps({"split": "train", **p.to_dict()}, ensure_ascii=False) for p in train]
-        lines += [json.dumps({"split": "validation", **p.to_dict()}, ensure_ascii=False) for p in validation]
-        self.record.folder.mkdir(parents=True, exist_ok=True)
-        write_atomically(snapshot, ("\n".join(lines) + "\n").encode("utf-8"))
-        return train, validation
+        cfg = self.config
+        return run_pairs(self.project, self.record.folder, self.tokenizer, cfg.annotator_list(), cfg.max_length,
+                         cfg.validation_fraction, cfg.seed)
 
     def encode(self, pairs: list[PairExample]):
         """Chosen sequences then rejected ones, right-padded in one tensor pair."""

@@ -9,14 +9,21 @@ are on both sides (the model is measured on prompts it has not seen).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from workbench.data.preferences import ranking_to_pairs
 from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.project import Project
 from workbench.models import chat_format
+from workbench.models.chat_format import TemplateRefused
+from workbench.paths import write_atomically
+from workbench.train.runs import TrainingError
+
+PAIRS_FILE = "pairs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,41 @@ def split_by_prompt(pairs: list[PairExample], fraction: float, seed: int) -> tup
     validation_prompts = set(prompts[:held_out])
     train = [p for p in pairs if p.prompt_uid not in validation_prompts]
     validation = [p for p in pairs if p.prompt_uid in validation_prompts]
+    return train, validation
+
+
+def run_pairs(project: Project, folder: Path, tokenizer, annotators: list[str] | None, max_length: int,
+              validation_fraction: float, seed: int) -> tuple[list[PairExample], list[PairExample]]:
+    """(train, validation) pairs of the run whose folder is `folder`: its own copy in
+    `pairs.jsonl` when it has one, so a resume trains on exactly the pairs and split it began
+    with; otherwise collected from the project's rankings, checked, split and written there.
+    Reward-model and DPO runs both get their pairs here, so the two are comparable."""
+    snapshot = Path(folder) / PAIRS_FILE
+    if snapshot.is_file():
+        rows = [json.loads(line) for line in filter(None, snapshot.read_text(encoding="utf-8").split("\n"))]
+        split = {side: [PairExample(**{k: v for k, v in row.items() if k != "split"})
+                        for row in rows if row["split"] == side] for side in ("train", "validation")}
+        return split["train"], split["validation"]
+    pairs = preference_pairs(project, annotators)
+    if not pairs:
+        raise TrainingError("There are no preference pairs: rank some responses on the Rank page (ties and "
+                            "\"all bad\" give no pairs), or import preference data.")
+    checked: set[int] = set()
+    for pair in pairs:  # a conversation the template refuses stops us now, not mid-run
+        if pair.prompt_id not in checked:
+            checked.add(pair.prompt_id)
+            try:
+                conversation_ids(tokenizer, pair.messages, pair.chosen, max_length)
+            except TemplateRefused as error:
+                raise TrainingError(f"Prompt {pair.prompt_id}: {error}. Edit the prompt, or leave its "
+                                    "rankings out.") from error
+    train, validation = split_by_prompt(pairs, validation_fraction, seed)
+    if not train:
+        raise TrainingError("Every prompt went to validation; lower validation_fraction or rank more prompts.")
+    lines = [json.dumps({"split": "train", **p.to_dict()}, ensure_ascii=False) for p in train]
+    lines += [json.dumps({"split": "validation", **p.to_dict()}, ensure_ascii=False) for p in validation]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_atomically(snapshot, ("\n".join(lines) + "\n").encode("utf-8"))
     return train, validation
 
 
