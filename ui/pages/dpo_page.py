@@ -43,7 +43,7 @@ class DpoPage(QWidget):
         self._listed: tuple = ((), ())  # finished SFT adapters and policy runs shown
         self.settings = RunSettings("DPO settings", DpoConfig, "Start DPO run", "dpo_settings",
                                     choices={"init_adapter": ("",), "loss_type": LOSS_TYPES},
-                                    labels={"beta": "Beta", "simpo_gamma": "SimPO margin (gamma)",
+                                    labels={"beta": "Beta", "batch_size": "Pairs per pass", "grad_accum": "Passes per step", "simpo_gamma": "SimPO margin (gamma)",
                                             "max_new_tokens": "Answer tokens (Did it work?)",
                                             "temperature": "Temperature (Did it work?)"},
                                     blank_texts={"init_adapter": "none (fresh)"})
@@ -51,8 +51,8 @@ class DpoPage(QWidget):
         self.memory = QLabel("")
         self.memory.setWordWrap(True)
         self.memory.setToolTip("Estimated from the model's shape and these settings at max_length: base weights, the "
-                               "adapter with its optimizer, and one micro-batch of chosen and rejected conversations "
-                               "with their reply logits. The reference is an adapter switched on the same base, its "
+                               "adapter with its optimizer, and one pass's chosen and rejected conversations (pairs per "
+                               "pass) with their reply logits. The reference is an adapter switched on the same base, its "
                                "log-probs computed once, so it adds no copy of the model.")
         self.settings.layout().insertWidget(1, self.memory)
         self.monitor = RunMonitor(runs, kind="dpo", keys=METRIC_KEYS, progress_keys=PROGRESS_KEYS)

@@ -59,7 +59,9 @@ class DpoConfig(LoraTrainingConfig):
     learning_rate: float = 5e-5
     """Peak learning rate of AdamW for the policy adapter."""
     batch_size: int = 4
-    """Preference pairs per micro-batch (each pair is two sequences in one forward pass)."""
+    """Preference pairs per forward and backward pass (each pair is two sequences). Fewer pairs
+    per pass hold fewer activations: on the demo model on a CPU, 1 pair x grad_accum 4 peaks at
+    under half the memory of 4 pairs at once, but trains about 30-45% slower."""
     max_length: int = 512
     """Tokens per prompt + reply; longer ones lose the start of the prompt, never the reply."""
     epochs: float = 2.0
@@ -102,6 +104,12 @@ class DpoConfig(LoraTrainingConfig):
             raise ValueError("simpo_gamma must be 0 or more")
         if self.max_new_tokens < 1 or self.temperature <= 0:
             raise ValueError("max_new_tokens must be at least 1 and temperature positive")
+
+    @property
+    def pairs_without_gradients(self) -> int:
+        """Pairs per pass where nothing is kept for a backward pass (reference log-probs,
+        validation): a whole step's, as they cost no activation memory."""
+        return self.batch_size * self.grad_accum
 
     @property
     def uses_reference(self) -> bool:
@@ -184,7 +192,7 @@ class _DpoTrainer:
             self.ref = {"train": [[0.0, 0.0]] * len(train), "validation": [[0.0, 0.0]] * len(validation)}
             return
         self.models.peft.eval()
-        size, done, everything = self.config.batch_size, 0, len(train) + len(validation)
+        size, done, everything = self.config.pairs_without_gradients, 0, len(train) + len(validation)
         yield StepLog(self.record.id, step, total, message=f"Reference log-probs of {everything} pairs "
                       f"({self.reference or 'the base model'}), computed once...")
         with torch.no_grad():
@@ -318,8 +326,9 @@ class _DpoTrainer:
         self.models.peft.eval()
         scored, loss_sum = [], 0.0
         with torch.no_grad():
-            for start in range(0, len(validation), self.config.batch_size):
-                pairs = validation[start:start + self.config.batch_size]
+            size = self.config.pairs_without_gradients
+            for start in range(0, len(validation), size):
+                pairs = validation[start:start + size]
                 lp = self.pair_logprobs(pairs, list(range(start, start + len(pairs))), "validation", device)
                 losses, chosen, rejected = self.loss(lp)
                 loss_sum += float(losses.sum())
