@@ -104,6 +104,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                 f"{summary['rankings_added']} rankings added, {summary['rankings_updated']} rankings updated, "
                 f"{summary['rankings_unchanged'] + summary['rankings_kept']} unchanged")
 
+    if args.as_kind is not None and args.kind not in ("adapter", "model"):
+        raise WorkbenchError("--as applies to --kind adapter and --kind model only.")
+    if args.kind in ("adapter", "model"):
+        return import_trained(args)
     if args.kind == "pack":
         from workbench.data.packs import import_pack
 
@@ -145,14 +149,32 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_trained(args: argparse.Namespace) -> int:
+    """An adapter or merged model trained elsewhere, as a finished run of the project."""
+    from workbench.jobs.import_run import import_adapter, import_merged_model
+
+    if args.as_kind is None:
+        raise WorkbenchError(f"--kind {args.kind} needs --as sft, rm or policy: what the import is to the project.")
+    if args.valid_only or args.allow_large:
+        raise WorkbenchError(f"--valid-only and --allow-large apply to data files, not to --kind {args.kind}.")
+    with opened(args.project) as project:
+        if args.kind == "adapter":
+            run_id = import_adapter(project, Path(args.file), args.as_kind)
+        else:
+            run_id = import_merged_model(project, Path(args.file), args.as_kind, rank=args.rank)
+        kind = project.query("SELECT kind FROM runs WHERE id = ?", (run_id,))[0][0]
+    print(f"imported {args.file} as {kind} run {run_id} ({kind}-run-{run_id})")
+    return 0
+
+
 KIND_NAMES = {"sft": "SFT examples", "prefs": "preferences", "pack": "packs", "rm": "reward models",
-              "policy": "policies"}
+              "policy": "policies", "job": "jobs"}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     # One --format option serves two kinds: check that the format given fits the kind.
     fits = {"sft": ("messages", "prompt-completion", "text"),
-            "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": (), "policy": ()}[args.kind]
+            "prefs": ("standard", "conversational", "kway"), "pack": (), "rm": (), "policy": (), "job": ()}[args.kind]
     if args.format is not None and args.format not in fits:
         raise WorkbenchError(f"--format {args.format} does not fit --kind {args.kind}; "
                              + (f"use one of {', '.join(fits)}." if fits else f"{KIND_NAMES[args.kind]} have one format."))
@@ -167,6 +189,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise WorkbenchError("--adapter-only applies to --kind rm only.")
     if args.annotator is not None and args.kind == "pack" and not args.labels:
         raise WorkbenchError("--annotator chooses whose labels go into the pack; add --labels.")
+    if (args.engine or args.stage or args.set) and args.kind != "job":
+        raise WorkbenchError("--engine, --stage and --set apply to --kind job only.")
+
+    if args.kind == "job":
+        from workbench.jobs.export_job import export_job
+
+        if args.engine is None or args.stage is None:
+            raise WorkbenchError("--kind job needs --engine trl|openrlhf and --stage sft|rm|dpo|ppo.")
+        with opened(args.project, reading_will_do=True) as project:
+            job = export_job(project, Path(args.out), args.engine, args.stage, args.set)
+        print(f"exported a {job.engine} {job.stage} job to {job.folder}: {job.train_rows} training and "
+              f"{job.test_rows} test rows, {len(job.unmapped)} settings without an equivalent (see job.json); "
+              f"run it with {job.folder / 'run.sh'}")
+        return 0
 
     if args.kind == "prefs":
         from workbench.data.pref_formats import write_preferences
@@ -331,11 +367,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                               "JSONL, a JSON array or Parquet: TRL's standard or conversational pairs, "
                               "Anthropic HH transcripts or K-way rankings; or merge a labeling pack "
                               "(--kind pack). Invalid rows are listed with their line or row number and "
-                              "nothing is imported unless --valid-only is given.")
+                              "nothing is imported unless --valid-only is given. A LoRA adapter (--kind adapter) or "
+                              "a merged model (--kind model) trained elsewhere becomes a finished run (--as sft, rm "
+                              "or policy) once its layers are checked against the project's base.")
     imp.add_argument("project", help="the project file")
     imp.add_argument("file", help="the file or datasets folder to read")
-    imp.add_argument("--kind", choices=["sft", "prefs", "pack"], default="sft",
-                     help="what the file holds: SFT examples, preferences, or a labeling pack (default: sft)")
+    imp.add_argument("--kind", choices=["sft", "prefs", "pack", "adapter", "model"], default="sft",
+                     help="what the file holds: SFT examples, preferences, a labeling pack (default: sft), or "
+                     "a LoRA adapter folder or merged model folder trained elsewhere (with --as)")
+    imp.add_argument("--as", dest="as_kind", choices=["sft", "rm", "policy"],
+                     help="adapter and model: the run it becomes: an SFT adapter, a reward model (with its score "
+                     "head) or a policy (compared with PPO and DPO policies)")
+    imp.add_argument("--rank", type=int, default=64,
+                     help="model: the LoRA rank its difference from the base is stored at (default: 64)")
     imp.add_argument("--valid-only", action="store_true", help="import the valid rows and skip the invalid ones")
     from workbench.data.untrusted import MAX_IMPORT_ROWS, MAX_IMPORT_TEXT_BYTES
 
@@ -350,12 +394,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                               ".parquet, or a folder saved with datasets), preferences (--kind prefs: .jsonl, "
                               ".json or .parquet), or a labeling pack for teammates (--kind pack, e.g. "
                               "team.rlhfpack), a reward model (--kind rm: a folder that AutoModelForSequenceClassification loads), "
-                              "or a PPO or DPO policy (--kind policy: its LoRA adapter folder, which peft loads).")
+                              "a PPO or DPO policy (--kind policy: its LoRA adapter folder, which peft loads), or a ready-to-run "
+                              "job for TRL or OpenRLHF (--kind job --engine E --stage S: the same data, split and "
+                              "settings, a run.sh and a README).")
     exp.add_argument("project", help="the project file")
     exp.add_argument("out", help="the file or folder to write")
-    exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm", "policy"], default="sft",
+    exp.add_argument("--kind", choices=["sft", "prefs", "pack", "rm", "policy", "job"], default="sft",
                      help="what to export (default: sft); rm: a reward model as a transformers folder; "
-                     "policy: a PPO run's adapter")
+                     "policy: a PPO or DPO run's adapter; job: a folder that trains on another engine")
+    exp.add_argument("--engine", choices=["trl", "openrlhf"], help="job: TRL (with accelerate) or OpenRLHF")
+    exp.add_argument("--stage", choices=["sft", "rm", "dpo", "ppo"],
+                     help="job: what it trains, from the same data and settings as that page (ppo on TRL is RLOO)")
+    exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="job: a setting of the stage changed for the export, e.g. --set learning_rate=1e-4")
     exp.add_argument("--format", choices=["messages", "prompt-completion", "text", "standard", "conversational",
                                           "kway"],
                      help="row format: for sft messages (default), prompt-completion or text; for prefs "

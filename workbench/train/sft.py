@@ -78,24 +78,15 @@ class _Trainer:
                 row = json.loads(line)
                 (train if row["split"] == "train" else validation).append(row["messages"])
             return train, validation
-        numbered = [(i, m) for i, m in SftStore(self.project).numbered_messages() if _is_trainable(m)]
+        numbered = trainable_examples(self.project)
         for example_id, messages in numbered:  # a conversation the template refuses stops us now, not mid-run
             try:
                 render(self.tokenizer, messages)
             except TemplateRefused as error:
                 raise TrainingError(f"SFT example {example_id}: {error}. Edit or delete it on the SFT data "
                                     "page.") from error
-        usable = [m for _, m in numbered]
-        if not usable:
-            raise TrainingError("There are no usable SFT examples (each needs a non-empty assistant "
-                                "reply). Add or import examples on the SFT data page.")
-        order = list(range(len(usable)))
-        random.Random(self.config.seed).shuffle(order)
-        held_out = int(len(usable) * self.config.validation_fraction)
-        if held_out == 0 and self.config.validation_fraction > 0 and len(usable) >= 5:
-            held_out = 1
-        validation = [usable[i] for i in order[:held_out]]
-        train = [usable[i] for i in sorted(order[held_out:])]
+        train, validation = split_examples([m for _, m in numbered], self.config.validation_fraction,
+                                           self.config.seed)
         self.record.folder.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"split": "train", "messages": m}, ensure_ascii=False) for m in train]
         lines += [json.dumps({"split": "validation", "messages": m}, ensure_ascii=False) for m in validation]
@@ -232,3 +223,22 @@ class _Trainer:
 
 def _is_trainable(messages: list[dict]) -> bool:
     return any(m["role"] == "assistant" and m["content"].strip() for m in messages)
+
+
+def trainable_examples(project: Project) -> list[tuple[int, list[dict]]]:
+    """(example id, messages) of the SFT examples with a non-empty assistant reply."""
+    return [(i, m) for i, m in SftStore(project).numbered_messages() if _is_trainable(m)]
+
+
+def split_examples(usable: list[list[dict]], validation_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation) of an SFT run, the split every run and every exported job uses: a
+    seeded shuffle, at least one validation example once there are five."""
+    if not usable:
+        raise TrainingError("There are no usable SFT examples (each needs a non-empty assistant "
+                            "reply). Add or import examples on the SFT data page.")
+    order = list(range(len(usable)))
+    random.Random(seed).shuffle(order)
+    held_out = int(len(usable) * validation_fraction)
+    if held_out == 0 and validation_fraction > 0 and len(usable) >= 5:
+        held_out = 1
+    return [usable[i] for i in sorted(order[held_out:])], [usable[i] for i in order[:held_out]]
