@@ -27,7 +27,7 @@ JSON_COLUMNS = {
 }
 # JSON records with numbers in them, where a number thousands of digits long can hide.
 SMALL_RECORDS = {("meta", "value"), ("responses", "generator"), ("runs", "config")}
-RUN_KINDS = ("sft", "rm", "ppo", "dpo")
+RUN_KINDS = ("sft", "rm", "ppo", "dpo", "policy")  # policy: imported from elsewhere
 RUN_STATUSES = ("running", "paused", "finished", "stopped", "failed")
 LARGEST_FINITE = 1.7976931348623157e308
 

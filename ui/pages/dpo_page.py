@@ -22,6 +22,7 @@ from workbench.train.dpo_loss import LOSS_TYPES
 from workbench.train.guidance import reward_data_advice
 from workbench.train.loop import named_adapters
 from workbench.train.memory import estimate_for_session
+from workbench.train.policy_export import policy_runs
 from workbench.train.reward_data import preference_pairs
 from workbench.train.reward_eval import evaluate_run
 from workbench.train.runs import finished_adapters
@@ -91,7 +92,7 @@ class DpoPage(QWidget):
         project = self.session.project
         if project is None:
             return (), ()
-        policies = tuple(run_id for kind in ("dpo", "ppo") for run_id, _ in finished_adapters(project, kind))
+        policies = tuple(run_id for run_id, _ in policy_runs(project))
         return tuple(named_adapters(project, "sft")), policies
 
     @Slot()

@@ -76,10 +76,10 @@ class GenerationEvent:
 
 
 def available_sources(project: Project) -> dict[str, Path | None]:
-    """Models a pane can come from: the base, then finished SFT adapters and PPO and DPO
-    policies, newest first."""
+    """Models a pane can come from: the base, then finished SFT adapters and PPO, DPO and
+    imported policies, newest first."""
     sources: dict[str, Path | None] = {BASE: None}
-    for kind in ("sft", "ppo", "dpo"):
+    for kind in ("sft", "ppo", "dpo", "policy"):
         sources.update(named_adapters(project, kind))
     return sources
 

@@ -161,6 +161,7 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
         ours.update(task_type="CAUSAL_LM", modules_to_save=None, inference_mode=True)
         (adapter / "adapter_config.json").write_text(json.dumps(ours, indent=2))
         record.set_artifact(adapter)
+        _prompt_split(project, origin, record.folder)
         record.log(f"Imported from {folder} ({len(lora)} LoRA tensors, rank {config['r']}"
                    + (", with a reward head" if head else "") + ").")
         record.set_status("finished", f"imported from {origin.get('engine') or 'elsewhere'}")
@@ -168,6 +169,30 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
         record.set_status("failed", "the import could not be written")
         raise
     return record.id
+
+
+def _prompt_split(project: Project, origin: dict, run_folder: Path) -> None:
+    """Which of the project's prompts the job trained on and held out, from its data, so "Did
+    it work?" compares on prompts the imported policy never saw (as for our own runs)."""
+    from workbench.data.prompts import PromptStore
+    from workbench.train.ppo import HELDOUT_FILE, TRAIN_FILE
+
+    if not origin.get("job") or origin.get("stage") == "sft":
+        return
+    store = PromptStore(project)
+    by_conversation = {json.dumps(store.messages(row.id), sort_keys=True): row.id for row in store.rows()}
+    for split, name in (("train", TRAIN_FILE), ("test", HELDOUT_FILE)):
+        ids = set()
+        data = Path(origin["job"]) / "data" / f"{split}.jsonl"
+        for line in data.read_text(encoding="utf-8").split("\n") if data.is_file() else []:
+            try:
+                prompt = json.loads(line)["prompt"] if line.strip() else None
+            except (ValueError, KeyError, TypeError):
+                continue
+            found = by_conversation.get(json.dumps(prompt, sort_keys=True))
+            if found is not None:
+                ids.add(found)
+        (run_folder / name).write_text(json.dumps(sorted(ids)))
 
 
 def _origin(folder: Path) -> dict:

@@ -66,7 +66,7 @@ def translate(stage: str, config, spec, train_rows: int, has_test: bool, chat_te
             t.set("eval_strategy", "no")
             t.skip("eval_every", "no test split: validation_fraction gave no held-out rows")
     if stage in ("sft", "rm") and chat_template:
-        t.set("chat_template_path", chat_template)
+        t.set("chat_template_path", f"{chat_template}/chat_template.jinja")  # a file: the text only, no new tokens
     if stage == "sft":
         t.set("completion_only_loss", True)  # loss on the reply only, as ours
     if stage == "rm":

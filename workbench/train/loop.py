@@ -23,7 +23,7 @@ from workbench.project import Project
 from workbench.train.runs import RunControl, RunLock, RunRecord, StepLog, TrainingError, finished_adapters
 from workbench.train.tensorboard_log import with_tensorboard
 
-LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO", "dpo": "DPO"}
+LABELS = {"sft": "SFT", "rm": "reward-model", "ppo": "PPO", "dpo": "DPO", "policy": "imported policy"}
 
 
 def adapter_for(kind: str, run_id: int) -> str:

@@ -16,7 +16,7 @@ from workbench.train.runs import RunRecord, choose_run, finished_adapters
 VALUE_HEAD = "value_head.safetensors"  # PPO's value head, kept out of the export: peft has no use for it
 
 
-POLICY_KINDS = ("ppo", "dpo")
+POLICY_KINDS = ("ppo", "dpo", "policy")  # policy: trained elsewhere, imported
 
 
 def policy_runs(project: Project) -> list[tuple[int, Path]]:

@@ -37,7 +37,7 @@ from workbench.train.reward_eval import wilson_interval
 from workbench.train.runs import RunRecord
 
 COMPARISON_FILE = "comparison.json"
-CONFIGS = {"ppo": PpoConfig, "dpo": DpoConfig}
+CONFIGS = {"ppo": PpoConfig, "dpo": DpoConfig, "policy": DpoConfig}  # an imported policy: its reference is the base
 REFERENCE, POLICY = "reference", "policy"
 
 
