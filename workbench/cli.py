@@ -199,9 +199,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise WorkbenchError("--kind job needs --engine trl|openrlhf and --stage sft|rm|dpo|ppo.")
         with opened(args.project, reading_will_do=True) as project:
             job = export_job(project, Path(args.out), args.engine, args.stage, args.set)
+        unmapped = len(job.unmapped)
         print(f"exported a {job.engine} {job.stage} job to {job.folder}: {job.train_rows} training and "
-              f"{job.test_rows} test rows, {len(job.unmapped)} settings without an equivalent (see job.json); "
-              f"run it with {job.folder / 'run.sh'}")
+              f"{job.test_rows} test rows, {unmapped} setting{'s' * (unmapped != 1)} without an equivalent "
+              f"(see job.json); run it with {job.folder / 'run.sh'}")
         return 0
 
     if args.kind == "prefs":

@@ -23,6 +23,7 @@ AS_KINDS = {"sft": "sft", "rm": "rm", "policy": "policy"}
 "policy", listed with PPO and DPO policies)."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>A|B)(?:\.[^.]+)?\.weight$")
+OUR_HEAD = "score.weight"  # our reward_head.safetensors, read under the name peft gives a head
 SCORE_KEY = re.compile(r"^(?:base_model\.model\.)?(?:score|v_head|value_head)(?:\.modules_to_save\.[^.]+)?\.weight$")
 
 
@@ -37,6 +38,11 @@ def import_adapter(project: Project, path: Path, as_kind: str) -> int:
     config = _adapter_config(folder)
     with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as tensors:
         shapes = {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}
+    from workbench.train.reward import HEAD_FILE
+
+    if (folder / HEAD_FILE).is_file():  # our own reward models keep the head beside the adapter
+        with safe_open(str(folder / HEAD_FILE), framework="pt") as tensors:
+            shapes[OUR_HEAD] = tuple(tensors.get_slice("weight").get_shape())
     base = _meta_base(project)
     lora, head = _check_shapes(shapes, base, as_kind, folder)
     return _record(project, folder, config, as_kind, lora, head)
@@ -149,6 +155,8 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
     try:
         adapter.mkdir(parents=True)
         tensors = load_file(str(folder / "adapter_model.safetensors"))
+        if head == OUR_HEAD and (folder / HEAD_FILE).is_file():
+            tensors[OUR_HEAD] = load_file(str(folder / HEAD_FILE))["weight"]
         if head is not None:
             weight = tensors.pop(head).float().contiguous()
             save_file({"weight": weight}, str(adapter / HEAD_FILE))
