@@ -20,6 +20,7 @@ from ui.plots import MetricsView
 from ui.run_manager import TRAINERS, RunManager
 from ui.change_flow import follow
 from ui.session import WorkbenchSession
+from ui.widgets.job_transfer import ExportJobDialog, ImportAdapterDialog
 
 COLUMNS = ("Run", "Kind", "Status", "Steps", "Train loss", "Validation loss", "Started", "Adapter", "Message")
 STATUS_COLOURS = {"running": "#1f6feb", "paused": "#9a6700", "finished": "#1a7f37",
@@ -52,11 +53,18 @@ class RunsPage(QWidget):
         self.resume_button.setToolTip("Continue the selected stopped or failed run from its last checkpoint.")
         self.folder_button = QPushButton("Open folder")
         self.folder_button.setToolTip("Show the run's adapter and checkpoints in the file manager.")
+        self.export_button = QPushButton("Export as job…")
+        self.export_button.setToolTip("Write a folder that trains a stage on TRL or OpenRLHF (more GPUs, another "
+                                      "machine) from this project's data and settings.")
+        self.import_button = QPushButton("Import adapter…")
+        self.import_button.setToolTip("Bring an adapter or merged model trained elsewhere into the project as a run.")
         self.status = QLabel("")
         buttons = QHBoxLayout()
         buttons.addWidget(self.resume_button)
         buttons.addWidget(self.folder_button)
         buttons.addWidget(self.status, 1)
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.import_button)
 
         self.plots = MetricsView()
         self.log = QPlainTextEdit()
@@ -80,6 +88,8 @@ class RunsPage(QWidget):
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.resume_button.clicked.connect(self.resume_selected)
         self.folder_button.clicked.connect(self._open_folder)
+        self.export_button.clicked.connect(lambda: self._open_dialog(ExportJobDialog))
+        self.import_button.clicked.connect(lambda: self._open_dialog(ImportAdapterDialog))
         session.project_changed.connect(self.refresh)
         # Hidden, the table waits: a refresh reloads the selected run's curves, a visible stall
         # when a run starts on another page. showEvent catches up.
@@ -184,9 +194,16 @@ class RunsPage(QWidget):
             if folder.is_dir():
                 QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
+    def _open_dialog(self, dialog_class) -> None:
+        if self.session.project is not None:
+            self.dialog = dialog_class(self.session, self)
+            self.dialog.show()
+
     @Slot()
     def _update_buttons(self) -> None:
         run = self._selected_summary()
         self.resume_button.setEnabled(run is not None and run["resumable"] and run["kind"] in TRAINERS
                                       and not self.runs.running and not self.session.loading)
         self.folder_button.setEnabled(run is not None)
+        for button in (self.export_button, self.import_button):
+            button.setEnabled(self.session.project is not None)
