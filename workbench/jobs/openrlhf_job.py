@@ -51,6 +51,7 @@ def translate(stage: str, config, spec, train_rows: int, has_test: bool) -> Tran
         t.set(f"{prefix}lr_scheduler", SCHEDULERS[config.schedule], "schedule")
         t.set(f"{prefix}lr_warmup_ratio", round(min(1.0, config.warmup_steps / max(1, steps)), 4), "warmup_steps")
         t.set(f"{prefix}min_lr_ratio", 0.0)  # ours decays to zero
+    t.use_where_neutral(config)
     if stage == "ppo":
         _ppo(t, config, train_rows)
         return t
@@ -96,6 +97,8 @@ def translate(stage: str, config, spec, train_rows: int, has_test: bool) -> Tran
         t.set("model.label_smoothing", config.label_smoothing, "label_smoothing")
         t.skip("init_adapter", "OpenRLHF's DPO starts from BASE_MODEL: merge the SFT adapter into the base and "
                "point BASE_MODEL there")
+        for name in ("max_new_tokens", "temperature"):
+            t.skip(name, "our held-out comparison's sampling; OpenRLHF's DPO does not sample")
     return t
 
 
@@ -115,10 +118,12 @@ def _ppo(t: Translation, config, train_rows: int) -> None:
         t.set("algo.advantage.lambd", config.lam, "lam")
         t.skip("vf_coef", "OpenRLHF's critic is a model of its own with its own optimizer (critic.adam.lr, "
                "set to our learning rate), so there is no value-loss weight")
+        t.use("group_size", "kl_in_loss")  # critic-free settings, unused by PPO here as in ours
     else:
         t.set("rollout.n_samples_per_prompt", group, "group_size")
         if config.kl_in_loss:
             t.set("algo.kl.use_loss", True, "kl_in_loss")
+        t.use("kl_in_loss", "clip_range_value", "gamma", "lam", "vf_coef")  # value-head settings, unused here as in ours
     prompts_per_step = max(1, config.batch_size // group)
     t.set("rollout.batch_size", prompts_per_step, "batch_size")
     t.set("train.batch_size", max(1, config.batch_size // config.num_minibatches), "num_minibatches")

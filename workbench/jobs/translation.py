@@ -30,6 +30,16 @@ class Translation:
     def skip(self, ours: str, why: str) -> None:
         self.reasons[ours] = why
 
+    def use_where_neutral(self, config) -> None:
+        """Settings whose value here asks nothing of the engine: a fresh adapter (no init_adapter),
+        no step limit (max_steps 0: epochs decide), SimPO's gamma when the loss is not SimPO."""
+        if not getattr(config, "init_adapter", "x"):
+            self.use("init_adapter")
+        if getattr(config, "max_steps", 1) == 0:
+            self.use("max_steps")
+        if getattr(config, "loss_type", "simpo") != "simpo":
+            self.use("simpo_gamma")
+
     def unmapped(self, engine: str) -> list[dict]:
         """Our fields with no equivalent: name, our value, and why."""
         return [{"setting": f.name, "value": getattr(self.config, f.name),

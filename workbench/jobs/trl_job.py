@@ -75,6 +75,7 @@ def translate(stage: str, config, spec, train_rows: int, has_test: bool, chat_te
         t.skip("head_lr_scale", "TRL trains the score head at the adapter's learning rate")
     if stage == "dpo":
         _dpo(t, config)
+    t.use_where_neutral(config)
     return t
 
 
@@ -87,7 +88,6 @@ def _dpo(t: Translation, config) -> None:
     t.set("label_smoothing", config.label_smoothing, "label_smoothing")
     t.set("precompute_ref_log_probs", True)  # as ours: the reference's log-probs once per pair
     t.use("annotators")
-    t.skip("simpo_gamma", "SimPO only, which this export refuses")
     t.skip("max_new_tokens", "our held-out comparison's answer length; TRL's DPO does not sample")
     t.skip("temperature", "our held-out comparison's sampling; TRL's DPO does not sample")
     t.skip("init_adapter", "TRL's dpo script starts from BASE_MODEL: to start from an SFT adapter, "
@@ -106,12 +106,16 @@ def _rloo(t: Translation, config) -> None:
     t.set("epsilon", config.clip_range, "clip_range")
     t.set("max_steps", config.max_steps, "max_steps")
     t.set("eval_strategy", "no")
+    t.use("clip_range_value", "gamma", "lam", "vf_coef", "whiten_rewards")  # a value head's: RLOO has none
     if config.advantage == "gae":
         t.skip("advantage", "PPO (value head and GAE) has left TRL; the job uses RLOO's leave-one-out baseline "
                "with group_size answers per prompt, or export --engine openrlhf for PPO itself")
     else:
         t.use("advantage")
-        t.reasons.setdefault("kl_in_loss", "TRL's RLOO puts the KL in the reward")
+        if config.kl_in_loss:
+            t.skip("kl_in_loss", "TRL's RLOO puts the KL in the reward")
+        else:
+            t.use("kl_in_loss")
     for name, why in (("kl_target", "TRL's RLOO keeps beta fixed (no adaptive KL controller)"),
                       ("kl_horizon", "TRL's RLOO keeps beta fixed (no adaptive KL controller)"),
                       ("max_length", "TRL's RLOO does not cut prompts"),
