@@ -95,8 +95,12 @@ def test_settings_reach_trl_names_and_the_unmapped_are_listed(ranked_project, tm
     assert "margin" in row  # rank_margin: both engines subtract a margin column
     readme = (job.folder / "README.md").read_text()
     assert "head_lr_scale" in readme and "--kind adapter --as rm" in readme and "GPUS=8" in readme
-    assert {p.name for p in (job.folder / "accelerate").iterdir()} == {"ddp.yaml", "zero2.yaml", "zero3.yaml",
-                                                                       "fsdp.yaml"}
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    launches = {p.stem: ClusterConfig.from_yaml_file(str(p)) for p in (job.folder / "accelerate").iterdir()}
+    assert {name: str(c.distributed_type).split(".")[-1] for name, c in launches.items()} == {
+        "ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED", "fsdp": "FSDP"}  # accelerate reads them
+    assert launches["zero3"].deepspeed_config["zero_stage"] == 3 and launches["fsdp"].fsdp_config["fsdp_version"] == 2
     ppo = export_job(project, tmp_path / "ppo", "trl", "ppo")  # PPO has left TRL: RLOO
     assert "trl.scripts.rloo" in (ppo.folder / "run.sh").read_text()
     assert "advantage" in {u["setting"] for u in ppo.unmapped}

@@ -48,9 +48,11 @@ def project_with_sft(tmp_path, tiny_model_dir) -> Project:
     return project
 
 
-def test_sft_and_reward_jobs_train_in_trl_and_come_back(tmp_path, tiny_model_dir, models, trl):
+def test_sft_reward_and_rloo_jobs_train_in_trl_and_come_back(tmp_path, tiny_model_dir, models, trl):
+    """The reward model trained by TRL comes back and is the one the RLOO job then optimises against."""
     project = project_with_sft(tmp_path, tiny_model_dir)
-    for stage, as_kind in (("sft", "sft"), ("rm", "rm")):
+    project.set_meta("ppo_settings", {"batch_size": 4, "group_size": 2, "max_new_tokens": 8})
+    for stage, as_kind in (("sft", "sft"), ("rm", "rm"), ("ppo", "policy")):
         job = export_job(project, tmp_path / stage, "trl", stage)
         log = run_job(job.folder, trl)
         assert "Training completed" in log
@@ -58,6 +60,8 @@ def test_sft_and_reward_jobs_train_in_trl_and_come_back(tmp_path, tiny_model_dir
         record = RunRecord(project, run_id)
         assert (record.kind, record.status) == (as_kind, "finished")
         assert record.config["engine"] == "trl 1.16.0" and record.config["stage"] == stage
+    rloo = json.loads((tmp_path / "ppo" / "job.json").read_text())
+    assert rloo["command"] == "rloo" and rloo["reward_model"].startswith("rm-run-2")  # the imported one
     (sft_id, sft_folder), = finished_adapters(project, "sft")
     models.load_adapter(f"sft-run-{sft_id}", sft_folder)  # answers in Try it, starts PPO and DPO
     (rm_id, rm_folder), = reward_runs(project)

@@ -39,6 +39,11 @@ class Translation:
             self.use("max_steps")
         if getattr(config, "loss_type", "simpo") != "simpo":
             self.use("simpo_gamma")
+        for name in ("length_penalty", "missing_eos_penalty", "kl_in_loss", "whiten_rewards"):
+            if not getattr(config, name, True):
+                self.use(name)
+        if hasattr(config, "samples_per_step"):  # PPO: what its page shows, and fields it ignores
+            self.use("samples_per_step", "epochs", "validation_fraction")
 
     def unmapped(self, engine: str) -> list[dict]:
         """Our fields with no equivalent: name, our value, and why."""

@@ -104,8 +104,17 @@ def _rloo(t: Translation, config) -> None:
     t.set("beta", config.kl_coef, "kl_coef")
     t.set("num_iterations", config.ppo_epochs, "ppo_epochs")
     t.set("epsilon", config.clip_range, "clip_range")
+    t.set("gradient_accumulation_steps", config.grad_accum, "grad_accum")
     t.set("max_steps", config.max_steps, "max_steps")
     t.set("eval_strategy", "no")
+    t.skip("eval_every", "our held-out checks during PPO (score, KL, agreement); the held-out prompts are "
+           "data/test.jsonl")
+    t.skip("kl_estimator", "TRL's RLOO puts the k1 log-ratio KL in the reward")
+    t.skip("missing_eos_penalty", "TRL's RLOO has no penalty for an answer that never ends "
+           "(mask_truncated_completions leaves such answers out of the loss instead)")
+    t.skip("num_minibatches", "TRL's RLOO makes one optimizer step per batch of completions and iteration")
+    t.skip("micro_batch_size", "TRL's RLOO forwards per_device_train_batch_size completions at once")
+    t.skip("length_penalty", "TRL's RLOO has no per-token length penalty")
     t.use("clip_range_value", "gamma", "lam", "vf_coef", "whiten_rewards")  # a value head's: RLOO has none
     if config.advantage == "gae":
         t.skip("advantage", "PPO (value head and GAE) has left TRL; the job uses RLOO's leave-one-out baseline "
