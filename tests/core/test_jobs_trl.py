@@ -27,8 +27,8 @@ ON_THIS_CPU = ["--use_cpu", "true", "--load_in_4bit", "false", "--dtype", "float
                "--save_strategy", "no", "--eval_strategy", "no"]
 
 
-def run_job(folder, python) -> str:
-    done = subprocess.run([str(folder / "run.sh"), *ON_THIS_CPU], capture_output=True, text=True, timeout=600,
+def run_job(folder, python, *extra: str) -> str:
+    done = subprocess.run([str(folder / "run.sh"), *ON_THIS_CPU, *extra], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHON": str(python), "TOKENIZERS_PARALLELISM": "false"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "output" / "adapter_model.safetensors").is_file()
@@ -90,13 +90,15 @@ def test_a_dpo_policy_goes_out_as_a_trl_job_and_is_compared_with_the_original(tm
     job = json.loads((tmp_path / "job" / "job.json").read_text())
     assert job["settings"]["beta"] == config.beta and job["settings"]["max_steps"] == 3
     assert job["data"]["train_rows"] == trained  # the same pairs as the run trained on
-    run_job(tmp_path / "job", trl)
+    run_job(tmp_path / "job", trl, "--save_strategy", "steps", "--save_steps", "2")  # a checkpoint: its log
     assert main(["import", str(path), str(tmp_path / "job" / "output"), "--kind", "adapter", "--as", "policy"]) == 0
     assert "as policy run" in capsys.readouterr().out
 
     project = Project.open(path)
     imported = policy_runs(project)[0][0]
     assert RunRecord(project, imported).kind == "policy"
+    curves = RunRecord(project, imported).metrics()  # TRL's log, under the names our DPO plots use
+    assert curves["loss/train"][0] == [1, 2] and "rewards/margins" in curves and "train/lr" in curves
     original_folder, imported_folder = RunRecord(project, original).folder, RunRecord(project, imported).folder
     for name in (TRAIN_FILE, HELDOUT_FILE):  # the job's split, read back from its data
         assert json.loads((imported_folder / name).read_text()) == json.loads((original_folder / name).read_text())

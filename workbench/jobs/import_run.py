@@ -12,6 +12,7 @@ that does not fit.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -170,6 +171,9 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
         (adapter / "adapter_config.json").write_text(json.dumps(ours, indent=2))
         record.set_artifact(adapter)
         _prompt_split(project, origin, record.folder)
+        curves = _trainer_curves(folder)
+        for step, metrics in curves.items():
+            record.add_metrics(step, metrics)
         record.log(f"Imported from {folder} ({len(lora)} LoRA tensors, rank {config['r']}"
                    + (", with a reward head" if head else "") + ").")
         record.set_status("finished", f"imported from {origin.get('engine') or 'elsewhere'}")
@@ -177,6 +181,34 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
         record.set_status("failed", "the import could not be written")
         raise
     return record.id
+
+
+def _trainer_curves(folder: Path) -> dict[int, dict[str, float]]:
+    """The curves a transformers Trainer (TRL's) logged, from the newest trainer_state.json in the
+    folder or its checkpoints, under our names where ours differ (loss/train, loss/validation)."""
+    states = [folder / "trainer_state.json", *folder.glob("checkpoint-*/trainer_state.json")]
+    states = [s for s in states if s.is_file()]
+    if not states:
+        return {}
+    try:
+        state = json.loads(max(states, key=lambda s: s.stat().st_mtime).read_text(encoding="utf-8"))
+        history = state["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    renamed = {"loss": "loss/train", "eval_loss": "loss/validation", "learning_rate": "train/lr",
+               "grad_norm": "train/grad_norm"}
+    curves: dict[int, dict[str, float]] = {}
+    for entry in history if isinstance(history, list) else []:
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not isinstance(step, int) or step < 0:
+            continue
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                    and key not in ("step", "epoch", "total_flos") and not key.startswith("train_") \
+                    and not key.endswith(("_runtime", "_per_second")):
+                name = renamed.get(key) or (f"eval/{key[5:]}" if key.startswith("eval_") else key)
+                curves.setdefault(step, {})[name[:100]] = float(value)
+    return curves
 
 
 def _prompt_split(project: Project, origin: dict, run_folder: Path) -> None:
