@@ -9,6 +9,7 @@ as the same string, and no generation inherits the model's sampling defaults.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -19,10 +20,13 @@ from workbench.data.prompts import PromptStore
 from workbench.data.rankings import RankingStore
 from workbench.data.response_generation import GenerationConfig, generate_responses
 from workbench.data.sft_store import SftStore
+from workbench.jobs.export_job import export_job
+from workbench.jobs.import_run import import_adapter, import_merged_model
 from workbench.models import chat_format
 from workbench.models.loading import ModelSession
 from workbench.models.sources import ResolvedSource, resolve
 from workbench.project import Project
+from workbench.train.dpo import DpoConfig, train_dpo
 from workbench.train.loop import adapter_for
 from workbench.train.policy_export import export_policy
 from workbench.train.ppo import PpoConfig, train_ppo
@@ -41,7 +45,7 @@ QUESTIONS = ["My order hasn't arrived. What should I do?", "How do I return a pa
              "Do you ship abroad?"]
 SYSTEM = {"role": "system", "content": "You are a kind support agent."}
 MATRIX: dict[str, dict] = {}
-STAGES = ["load", "sft", "generate", "rm", "ppo", "did it work", "export rm", "export policy"]
+STAGES = ["load", "sft", "generate", "rm", "ppo", "did it work", "export rm", "export policy", "dpo", "job + import"]
 
 
 def build(family: str, root, monkeypatch):
@@ -207,6 +211,35 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
                                                  tokenize=False, add_generation_prompt=True)
     assert asked == chat_format.render(tokenizer, messages, add_generation_prompt=True)
     row["export policy"] = "pass"
+
+    # DPO two steps on the reward model's own pairs, then "Did it work?" on the prompt it held out.
+    dpo = list(train_dpo(project, models, DpoConfig(max_steps=2, batch_size=4, warmup_steps=0, max_new_tokens=6,
+                                                    validation_fraction=0.34)))
+    assert dpo[-1].status == "finished", dpo[-1].message
+    *_, versus = compare_policy(project, models, dpo[-1].run_id, answers_per_prompt=1)
+    assert versus.reference == "base" and versus.pairs
+    row["dpo"] = "pass"
+
+    # A job for another engine renders exactly our text with the tokenizer it ships (system folded
+    # where the template has no system role), and what comes back fits the base.
+    job = export_job(project, tmp_path / "job", "trl", "dpo")
+    job_tokenizer = AutoTokenizer.from_pretrained(job.folder / "tokenizer")
+    for line in (job.folder / "data" / "train.jsonl").read_text().splitlines():
+        job_row = json.loads(line)
+        assert job_tokenizer.apply_chat_template(job_row["prompt"] + job_row["chosen"], tokenize=False) == \
+            chat_format.render(tokenizer, job_row["prompt"] + job_row["chosen"])
+    imported = import_adapter(project, RunRecord(project, 1).artifact, "sft")
+    assert RunRecord(project, imported).status == "finished"
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(source.folder),
+                                       str(policy_out)).merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    back = RunRecord(project, import_merged_model(project, tmp_path / "merged", "policy", rank=16))
+    with models.using(adapter_for("policy", back.id), "comparing", back.artifact) as model:
+        with torch.no_grad():
+            back_logits = model(input_ids=ids).logits
+    back_difference = float((back_logits - app_logits).abs().max())
+    row["job + import"] = f"pass ({back_difference:.1e})"
+    assert back_difference < (1e-3 if exact else 1.0)
     project.close()
 
 

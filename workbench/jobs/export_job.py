@@ -84,6 +84,7 @@ def export_job(project: Project, out: Path, engine: str, stage: str, overrides: 
     config = stage_config(project, stage, list(overrides))
     data = stage_rows(project, stage, config)
     base, base_note = base_model_path(project)
+    folded = _fold_where_refused(project, data)
     spec = project.base_model
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -109,7 +110,10 @@ def export_job(project: Project, out: Path, engine: str, stage: str, overrides: 
             translation = openrlhf_job.translate(stage, config, spec, len(data.train), has_test)
             command = openrlhf_job.OPENRLHF_MODULES[stage]
             version = openrlhf_job.OPENRLHF_VERSION
-        notes = _notes(stage, engine, data, template)
+        notes = _notes(stage, engine, data, template, tokenizer_note)
+        if folded:
+            notes.append("The base's chat template has no system role: system text is put in front of the first "
+                         "user turn in the rows, as our trainers render it.")
         job = {
             "engine": engine, "engine_version": version, "stage": stage, "command": command,
             "project": project.path.name, "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -153,14 +157,38 @@ def _reward_model(project: Project, config, folder: Path) -> str:
     return f"{name}, merged into the base as AutoModelForSequenceClassification (num_labels=1)"
 
 
-def _notes(stage: str, engine: str, data, template: str | None) -> list[str]:
+def _fold_where_refused(project: Project, data) -> bool:
+    """Put system turns into the first user turn where the base's template has no system role,
+    as `chat_format.render` does, since the engines apply the template as it is. True if it did."""
+    from transformers import AutoTokenizer
+
+    from workbench.models import chat_format
+    from workbench.models.sources import ResolvedSource, resolve
+
+    rows = [row for row in data.train + data.test if any(m["role"] == "system" for m in row["prompt"])]
+    if not rows:
+        return False
+    try:
+        folder = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1].folder
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception:  # noqa: BLE001 - unreadable here: the rows stay as they are
+        return False
+    if "no system role" not in chat_format.describe(tokenizer):
+        return False
+    for row in rows:
+        row["prompt"] = chat_format.fold_system(row["prompt"])
+    return True
+
+
+def _notes(stage: str, engine: str, data, template: str | None, tokenizer_note: str) -> list[str]:
     notes = []
     if stage == "sft" and data.counts.get("multi_turn"):
         notes.append(f"{data.counts['multi_turn']} examples have several replies: the job trains on the last "
                      "one of each (prompt/completion rows), ours on every reply.")
     if template is None:
         notes.append("The base's tokenizer could not be included; the engine uses the base's own chat template.")
-    elif (engine == "trl" and stage in ("dpo", "ppo")) or (engine == "openrlhf" and stage == "ppo"):
+    elif ((engine == "trl" and stage in ("dpo", "ppo")) or (engine == "openrlhf" and stage == "ppo")) \
+            and "none in the model" in tokenizer_note:
         notes.append("This engine's script reads the chat template from BASE_MODEL itself: where the base has "
                      "none, copy tokenizer/chat_template.jinja into the base folder first.")
     return notes

@@ -98,7 +98,6 @@ def _meta_base(project: Project):
 
 def _check_shapes(shapes: dict, base, as_kind: str, folder: Path) -> tuple[dict, str | None]:
     """(LoRA tensors' shapes by key, the reward head's key or None), after checking every one."""
-    import torch
 
     hidden = base.config.get_text_config().hidden_size
     lora, head, other = {}, None, []
@@ -121,10 +120,12 @@ def _check_shapes(shapes: dict, base, as_kind: str, folder: Path) -> tuple[dict,
         except AttributeError:
             raise WorkbenchError(f"the adapter changes {module_path}, which {type(base).__name__} does not have: "
                                  "it was trained on another base.") from None
-        if isinstance(module, torch.nn.Linear):
-            expected = (shape[0], module.in_features) if match["side"] == "A" else (module.out_features, shape[1])
+        features = _in_out(module)
+        if features is not None:
+            inputs, outputs = features
+            expected = (shape[0], inputs) if match["side"] == "A" else (outputs, shape[1])
             if shape != expected:
-                wanted = module.in_features if match["side"] == "A" else module.out_features
+                wanted = inputs if match["side"] == "A" else outputs
                 raise WorkbenchError(f"the adapter's {key} has shape {list(shape)}, but {module_path} of the "
                                      f"project's base has {wanted} {'inputs' if match['side'] == 'A' else 'outputs'}"
                                      ": the adapter was trained on another base.")
@@ -139,6 +140,18 @@ def _check_shapes(shapes: dict, base, as_kind: str, folder: Path) -> tuple[dict,
         raise WorkbenchError(f"{folder.name} has no reward head (a `score` weight of shape [1, {hidden}]); a "
                              "reward model trained with peft keeps it when lora_task_type is SEQ_CLS.")
     return lora, head
+
+
+def _in_out(module) -> tuple[int, int] | None:
+    """(inputs, outputs) of a layer LoRA can adapt: nn.Linear, or GPT-2's Conv1D; else None."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, Conv1D):
+        return module.nx, module.nf
+    return None
 
 
 def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: dict, head: str | None) -> int:
@@ -282,9 +295,11 @@ def import_merged_model(project: Project, path: Path, as_kind: str, rank: int = 
             continue
         module_name = name.removesuffix(".weight")
         module = meta.get_submodule(module_name) if name.endswith(".weight") else None
-        if not isinstance(module, torch.nn.Linear) or name.startswith("lm_head"):
+        if _in_out(module) is None or name.startswith("lm_head"):
             raise WorkbenchError(f"{name} differs from the base, and LoRA can hold only linear layers' changes: "
                                  "import the adapter the model was merged from instead (--kind adapter).")
+        if not isinstance(module, torch.nn.Linear):
+            delta = delta.T  # GPT-2's Conv1D keeps its weight as [in, out]; LoRA's pair is [out, in] as for Linear
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         r = min(rank, s.numel())
         root = s[:r].sqrt()
