@@ -1,8 +1,15 @@
-"""Our PPO (workbench/train/ppo.py) against TRL's last PPO (trl 1.12.0), same model and settings.
+"""Our PPO (workbench/train/ppo.py) against TRL's last PPO (trl 1.12.0), same model and settings;
+with --peer rloo, our RLOO (advantage=rloo) against the current TRL's RLOOTrainer (trl 1.16.0).
 
-    .venv/bin/python bench/ppo_vs_trl.py [--model demo|tiny|llama-3.2-1b|llama-2-7b] [--steps 4] [--batch-size 8]
-        [--response-length 48] [--ppo-epochs 1] [--device cpu|cuda] [--quantization none|4bit] [--threads N]
-        [--scratch DIR] [--trl-python PYTHON]
+    .venv/bin/python bench/ppo_vs_trl.py [--peer ppo|rloo] [--model demo|tiny|llama-3.2-1b|llama-2-7b] [--steps 4]
+        [--batch-size 8] [--group-size 4] [--response-length 48] [--ppo-epochs 1] [--device cpu|cuda]
+        [--quantization none|4bit] [--threads N] [--scratch DIR] [--trl-python PYTHON]
+
+--peer rloo: both sample --group-size answers to each of batch-size / group-size prompts per step
+and use the leave-one-out baseline, no value model; one optimizer step per batch in two passes
+(ours: one minibatch of two micro-batches; TRL: gradient accumulation 2); the KL penalty in the
+reward; TRL runs in bench/.trl-dpo-venv (bench/dpo_vs_trl.py makes it). Goals there: at least
+1.5x RLOOTrainer's samples/s, at most 0.5x its peak memory.
 
 --model llama-3.2-1b / llama-2-7b: random weights at those published shapes (bench/ppo_memory.py
 writes them once to bench/.cache), with the tiny model's prompts and tokenizer; for speed and
@@ -66,6 +73,8 @@ TRL_WORKER = REPO / "bench" / "trl_ppo_worker.py"
 TRL_PINS = ["torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "trl==1.12.0"]
 BITSANDBYTES_PIN = "bitsandbytes==0.50.2"
 SPEED_GOAL, MEMORY_GOAL = 2.0, 0.5
+RLOO_SPEED_GOAL = 1.5
+TRL_RLOO_WORKER = REPO / "bench" / "trl_rloo_worker.py"
 MAX_PROMPT_TOKENS = 256  # PpoConfig.max_length: prompts are cut to their last 256 tokens for both
 
 KIND = ["I'm sorry your order is late.", "Check the tracking link, please.", "I will send a replacement.",
@@ -192,7 +201,8 @@ def prepare(plan_path: Path) -> None:
     prompt_ids = [chat_input_ids(models.tokenizer, prompt_store.messages(pid))[0][-MAX_PROMPT_TOKENS:].tolist()
                   for pid in train_ids]
     plan.update(project=str(project.path), base_folder=str(base_folder), reward_folder=str(reward_folder),
-                reward_adapter=f"rm-run-{run_id}", prompt_ids=prompt_ids)
+                reward_adapter=f"rm-run-{run_id}", prompt_ids=prompt_ids,
+                prompt_messages=[prompt_store.messages(pid) for pid in train_ids])
     project.close()
     plan_path.write_text(json.dumps(plan, indent=2))
     print(f"Prepared: {len(prompt_ids)} prompts, base {base_folder}, reward model {reward_folder}.")
@@ -212,11 +222,14 @@ def run_ours(plan_path: Path, result_path: Path) -> None:
     cuda = plan["device"] == "cuda"
     project = Project.open(plan["project"])
     models = load_session(project.base_model)
+    rloo = plan["peer"] == "rloo"
+    # PPO: 2 minibatches of one pass each, as TRL's PPO; RLOO: one minibatch in two passes, as RLOOTrainer
     config = PpoConfig(
-        batch_size=plan["batch_size"], num_minibatches=plan["num_minibatches"],
-        micro_batch_size=plan["batch_size"] // plan["num_minibatches"],  # a whole minibatch per pass, as TRL
+        advantage="rloo" if rloo else "gae", group_size=plan["group_size"] if rloo else 4,
+        batch_size=plan["batch_size"], num_minibatches=1 if rloo else plan["num_minibatches"],
+        micro_batch_size=plan["batch_size"] // 2,
         ppo_epochs=plan["ppo_epochs"], max_steps=plan["steps"], max_new_tokens=plan["response_length"],
-        temperature=plan["temperature"], top_p=1.0,
+        temperature=plan["temperature"],
         lora_rank=plan["lora_rank"], lora_alpha=plan["lora_alpha"], lora_dropout=plan["lora_dropout"],
         target_modules="all-linear", learning_rate=plan["learning_rate"], schedule="constant", warmup_steps=0,
         kl_coef=plan["kl_coef"], kl_target=0.0,  # 0: a fixed beta, as TRL's
@@ -256,11 +269,12 @@ def run_ours(plan_path: Path, result_path: Path) -> None:
         "step_s": [b - a for a, b in zip([started] + step_ends, step_ends)],
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
         "peak_cuda_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-        "trainable_params": trainable + models.model.config.hidden_size + 1,  # + the value head
+        "trainable_params": trainable + (0 if rloo else models.model.config.hidden_size + 1),  # + the value head
         "threads": torch.get_num_threads(),
         "metrics": {"score": penalised, "raw_score": mean_of("objective/score"), "kl": mean_of("objective/kl"),
                     "response_length": mean_of("response/length"), "eos_rate": mean_of("response/eos_rate"),
-                    "loss/policy": mean_of("loss/policy"), "loss/value": mean_of("loss/value")},
+                    "loss/policy": mean_of("loss/policy"),
+                    "loss/value": None if rloo else mean_of("loss/value")},
         "phases_s": {key: mean_of(f"time/{key}_s") for key in ("generate", "logprobs", "score", "train")},
     }
     result_path.write_text(json.dumps(result, indent=2))
@@ -311,10 +325,13 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
         ("mean score - missing-EOS penalty", num(ours["metrics"]["score"]), num(trl["metrics"]["score"])),
         ("mean KL per response", num(ours["metrics"]["kl"]), num(trl["metrics"]["kl"])),
     ]
-    print(f"\nPPO, ours vs TRL {plan['trl_version']}: model {plan['model']}, {plan['device']}, "
+    method = (f"RLOO (groups of {plan['group_size']}), ours vs TRL's RLOOTrainer" if plan["peer"] == "rloo"
+              else "PPO, ours vs TRL's PPOTrainer")
+    print(f"\n{method} {plan['trl_version']}: model {plan['model']}, {plan['device']}, "
           f"quantization {plan['quantization']}, {ours['threads']}/{trl['threads']} CPU threads (ours/TRL); "
           f"{plan['steps']} steps x {plan['batch_size']} responses of up to {plan['response_length']} tokens; "
-          f"{plan['ppo_epochs']} PPO epoch(s), 2 minibatches; LoRA r=16 alpha=32 all-linear.")
+          f"{plan['ppo_epochs']} epoch(s), {'1 minibatch in 2 passes' if plan['peer'] == 'rloo' else '2 minibatches'}; "
+          "LoRA r=16 alpha=32 all-linear.")
     width = max(len(r[0]) for r in rows)
     cols = [max(len("ours"), *(len(r[1]) for r in rows)), max(len("TRL"), *(len(r[2]) for r in rows))]
     print(f"{'':{width}}  {'ours':>{cols[0]}}  {'TRL':>{cols[1]}}")
@@ -331,8 +348,9 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
 
     speed = per_second(ours) / per_second(trl)
     memory = ours[memory_key] / trl[memory_key]
-    print(f"\nspeed  ours/TRL = {speed:.2f}x samples/s  (goal >= {SPEED_GOAL:g}x): "
-          f"{'met' if speed >= SPEED_GOAL else 'NOT met'}")
+    goal = RLOO_SPEED_GOAL if plan["peer"] == "rloo" else SPEED_GOAL
+    print(f"\nspeed  ours/TRL = {speed:.2f}x samples/s  (goal >= {goal:g}x): "
+          f"{'met' if speed >= goal else 'NOT met'}")
     print(f"memory ours/TRL = {memory:.2f}x {memory_name}  (goal <= {MEMORY_GOAL:g}x): "
           f"{'met' if memory <= MEMORY_GOAL else 'NOT met'}")
     steady = per_second(ours, True) / per_second(trl, True)
@@ -357,6 +375,9 @@ def print_failed_peer(plan: dict, ours: dict, trl: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer", choices=("ppo", "rloo"), default="ppo",
+                        help="ppo: TRL 1.12's PPOTrainer; rloo: our advantage=rloo against TRL 1.16's RLOOTrainer")
+    parser.add_argument("--group-size", type=int, default=4, help="rloo: answers per prompt")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8, help="responses per PPO step (a multiple of 2)")
     parser.add_argument("--response-length", type=int, default=48, help="max new tokens per response")
@@ -368,7 +389,8 @@ def main() -> None:
     parser.add_argument("--quantization", choices=("none", "4bit"), default="none", help="4bit needs CUDA")
     parser.add_argument("--threads", type=int, help="CPU threads for each trainer (default: torch's own)")
     parser.add_argument("--scratch", type=Path, help="work folder (default: a new one under /tmp)")
-    parser.add_argument("--trl-python", help="an interpreter that already has trl 1.12.0 (no bench/.trl-venv)")
+    parser.add_argument("--trl-python", help="an interpreter that already has the peer's trl (1.12.0 for ppo, "
+                        "1.16.0 for rloo), instead of the bench's own venv")
     # Internal: what the child processes run.
     parser.add_argument("--role", choices=("prepare", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
@@ -390,13 +412,22 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     print(f"Scratch folder: {scratch}")
 
-    ensure_trl_venv(args.quantization)
+    if args.peer == "rloo":
+        if args.batch_size % args.group_size:
+            parser.error("--batch-size must be a multiple of --group-size")
+        from dpo_vs_trl import TRL_VERSION as CURRENT_TRL, ensure_trl_venv as ensure_current_trl, \
+            trl_python as current_trl_python  # bench/dpo_vs_trl.py: the current TRL's venv
+        ensure_current_trl()
+        peer_python, peer_worker, peer_version = current_trl_python(), TRL_RLOO_WORKER, CURRENT_TRL
+    else:
+        ensure_trl_venv(args.quantization)
+        peer_python, peer_worker, peer_version = trl_python(), TRL_WORKER, "1.12.0"
     plan = {
         "scratch": str(scratch), "model": args.model, "device": args.device, "quantization": args.quantization,
         "steps": args.steps, "batch_size": args.batch_size, "response_length": args.response_length,
         "ppo_epochs": args.ppo_epochs, "num_minibatches": 2, "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.0,
         "temperature": 1.0, "learning_rate": 2e-5, "kl_coef": 0.05, "missing_eos_penalty": 1.0, "seed": 0,
-        "trl_version": "1.12.0",
+        "trl_version": peer_version, "peer": args.peer, "group_size": args.group_size,
     }
     plan_path = scratch / "plan.json"
     plan_path.write_text(json.dumps(plan, indent=2))
@@ -404,7 +435,7 @@ def main() -> None:
     run_child("prepare", me + ["--role", "prepare", "--plan", str(plan_path)], scratch / "prepare.log", args.threads)
     run_child("ours", me + ["--role", "ours", "--plan", str(plan_path), "--result", str(scratch / "ours.json")],
               scratch / "ours.log", args.threads)
-    run_child("trl", [str(trl_python()), str(TRL_WORKER), str(plan_path), str(scratch / "trl.json")],
+    run_child("trl", [str(peer_python), str(peer_worker), str(plan_path), str(scratch / "trl.json")],
               scratch / "trl.log", args.threads)
     plan = json.loads(plan_path.read_text())
     ours, trl = (json.loads((scratch / f"{name}.json").read_text()) for name in ("ours", "trl"))
