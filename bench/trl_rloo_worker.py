@@ -18,6 +18,7 @@ process's peak RSS and, on CUDA, `torch.cuda.max_memory_allocated()`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
@@ -41,7 +42,8 @@ def main() -> None:
     torch.manual_seed(plan["seed"])
     cuda = plan["device"] == "cuda"
     group, batch = plan["group_size"], plan["batch_size"]
-    prompts = plan["prompt_messages"] * -(-batch // group // len(plan["prompt_messages"]) or 1)
+    # At least one step's prompts (batch / group), as TRL drops an incomplete last batch.
+    prompts = plan["prompt_messages"] * math.ceil(batch / group / len(plan["prompt_messages"]))
     dataset = Dataset.from_dict({"prompt": prompts})
     config = RLOOConfig(
         output_dir=os.path.join(plan["scratch"], "trl-rloo-output"),

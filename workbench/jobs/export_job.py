@@ -61,15 +61,14 @@ def stage_config(project: Project, stage: str, overrides: list[str]):
 def base_model_path(project: Project) -> tuple[str, str]:
     """(what BASE_MODEL defaults to, how to read it): a hub id where the base came from the hub
     (the cluster downloads it), else the folder it was loaded from on this machine."""
-    from workbench.models.sources import ResolvedSource, resolve
+    from workbench.models.sources import resolved
 
     spec = project.base_model
     if spec is None:
         raise WorkbenchError(f"{project.path.name} has no base model; choose one on the Model page first.")
     if spec.kind == "hub":
         return spec.location, "a Hugging Face hub id: the cluster downloads it"
-    source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
-    return str(source.folder), ("a folder on the machine that exported the job: copy it to the cluster or set "
+    return str(resolved(spec).folder), ("a folder on the machine that exported the job: copy it to the cluster or set "
                                 "BASE_MODEL to the same model there")
 
 
@@ -163,14 +162,13 @@ def _fold_where_refused(project: Project, data) -> bool:
     from transformers import AutoTokenizer
 
     from workbench.models import chat_format
-    from workbench.models.sources import ResolvedSource, resolve
+    from workbench.models.sources import resolved
 
     rows = [row for row in data.train + data.test if any(m["role"] == "system" for m in row["prompt"])]
     if not rows:
         return False
     try:
-        folder = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1].folder
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(resolved(project.base_model).folder, local_files_only=True)
     except Exception:  # noqa: BLE001 - unreadable here: the rows stay as they are
         return False
     if "no system role" not in chat_format.describe(tokenizer):

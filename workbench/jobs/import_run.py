@@ -19,9 +19,9 @@ from pathlib import Path
 from workbench.errors import WorkbenchError
 from workbench.project import Project
 
-AS_KINDS = {"sft": "sft", "rm": "rm", "policy": "policy"}
-"""What an import becomes, by run kind: an SFT adapter, a reward model, or a policy (kind
-"policy", listed with PPO and DPO policies)."""
+AS_KINDS = ("sft", "rm", "policy")
+"""What an import becomes, as the kind of its run: an SFT adapter, a reward model, or a policy
+(kind "policy", listed with PPO and DPO policies)."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<side>A|B)(?:\.[^.]+)?\.weight$")
 OUR_HEAD = "score.weight"  # our reward_head.safetensors, read under the name peft gives a head
@@ -33,14 +33,14 @@ def import_adapter(project: Project, path: Path, as_kind: str) -> int:
     run of kind `as_kind`; returns the run id."""
     from safetensors import safe_open
 
+    from workbench.train.reward import HEAD_FILE
+
     if as_kind not in AS_KINDS:
         raise WorkbenchError(f"--as must be one of {', '.join(AS_KINDS)}, not {as_kind!r}.")
     folder = _adapter_folder(Path(path))
     config = _adapter_config(folder)
     with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as tensors:
         shapes = {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}
-    from workbench.train.reward import HEAD_FILE
-
     if (folder / HEAD_FILE).is_file():  # our own reward models keep the head beside the adapter
         with safe_open(str(folder / HEAD_FILE), framework="pt") as tensors:
             shapes[OUR_HEAD] = tuple(tensors.get_slice("weight").get_shape())
@@ -84,12 +84,7 @@ def _meta_base(project: Project):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workbench.models.sources import ResolvedSource, resolve
-
-    if project.base_model is None:
-        raise WorkbenchError(f"{project.path.name} has no base model to check the adapter against; choose one "
-                             "on the Model page first.")
-    source = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1]
+    source = _base_source(project)
     config = AutoConfig.from_pretrained(source.folder, local_files_only=True,
                                         trust_remote_code=source.trust_remote_code)
     with torch.device("meta"):
@@ -164,7 +159,7 @@ def _record(project: Project, folder: Path, config: dict, as_kind: str, lora: di
     settings = {"imported_from": str(folder.resolve()), "lora_rank": config["r"], "lora_alpha": config["lora_alpha"],
                 "target_modules": config.get("target_modules"),
                 "trained_on": config.get("base_model_name_or_path") or "", **origin}
-    record = RunRecord.create(project, AS_KINDS[as_kind], settings)
+    record = RunRecord.create(project, as_kind, settings)
     adapter = record.folder / "adapter"
     try:
         adapter.mkdir(parents=True)
@@ -274,7 +269,7 @@ def import_merged_model(project: Project, path: Path, as_kind: str, rank: int = 
     if rank < 1:
         raise WorkbenchError("--rank must be at least 1.")
     merged = _weights(Path(path), "the merged model")
-    base_folder = _base_folder(project)
+    base_folder = _base_source(project).folder
     base = _weights(base_folder, "the project's base")
     meta = _meta_base(project)
     pairs, head, worst = {}, None, 0.0
@@ -283,10 +278,9 @@ def import_merged_model(project: Project, path: Path, as_kind: str, rank: int = 
         if SCORE_KEY.match(name):
             head = _read(file, tensor_name)
             continue
-        base_key = name if name in base else None
-        if base_key is None:
+        if name not in base:
             raise WorkbenchError(f"the model has {name}, which the project's base has not: it is another architecture.")
-        new, old = _read(file, tensor_name).float(), _read(*base[base_key]).float()
+        new, old = _read(file, tensor_name).float(), _read(*base[name]).float()
         if new.shape != old.shape:
             raise WorkbenchError(f"{name} has shape {list(new.shape)} in the model but {list(old.shape)} in the "
                                  "project's base: it was trained from another base.")
@@ -342,12 +336,14 @@ def import_merged_model(project: Project, path: Path, as_kind: str, rank: int = 
     return run_id
 
 
-def _base_folder(project: Project) -> Path:
-    from workbench.models.sources import ResolvedSource, resolve
+def _base_source(project: Project):
+    """The project's base as resolved on this machine (the folder its config and weights are read from)."""
+    from workbench.models.sources import resolved
 
     if project.base_model is None:
-        raise WorkbenchError(f"{project.path.name} has no base model; choose one on the Model page first.")
-    return [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1].folder
+        raise WorkbenchError(f"{project.path.name} has no base model to check against; choose one on the Model "
+                             "page first.")
+    return resolved(project.base_model)
 
 
 def _weights(folder: Path, what: str) -> dict[str, tuple[Path, str]]:

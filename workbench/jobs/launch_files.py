@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from workbench.jobs.openrlhf_job import OPENRLHF_MODULES, OPENRLHF_VERSION, flag_args
@@ -121,9 +120,10 @@ def _in_job(value):
 
 
 def _bash_default(text: str) -> str:
-    """`text` safe inside ${VAR:-...} within double quotes."""
-    quoted = shlex.quote(text)
-    return text if quoted == text else text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    """`text` safe inside ${VAR:-...} within double quotes: what bash expands there, escaped."""
+    for special in ("\\", '"', "$", "`"):
+        text = text.replace(special, "\\" + special)
+    return text
 
 
 def job_readme(job: dict, project_name: str) -> str:

@@ -55,6 +55,11 @@ def resolve(spec: ModelSpec, should_stop: Callable[[], bool] = lambda: False) ->
         yield from converted_gguf(demo_gguf_path(), should_stop)
 
 
+def resolved(spec: ModelSpec) -> ResolvedSource:
+    """The result of `resolve` without its progress, for work that shows none (exports, imports)."""
+    return [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
+
+
 def model_folder(spec: ModelSpec) -> Path | None:
     """The Hugging Face folder a folder or hub spec loads (None for GGUF files and the demo)."""
     if spec.kind == "folder":

@@ -55,13 +55,12 @@ def save_tokenizer(project: Project, out: Path) -> str:
     from transformers import AutoTokenizer
 
     from workbench.models import chat_format
-    from workbench.models.sources import ResolvedSource, resolve
+    from workbench.models.sources import resolved
 
     if project.base_model is None:
         return "not included: the project names no base model"
     try:
-        source = [item for item in resolve(project.base_model) if isinstance(item, ResolvedSource)][-1]
-        tokenizer = AutoTokenizer.from_pretrained(source.folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(resolved(project.base_model).folder, local_files_only=True)
     except Exception as error:  # noqa: BLE001 - the adapter is exported all the same
         return f"not included: the base model could not be read here ({str(error).splitlines()[0]})"
     note = f"included; prompt format: {chat_format.describe(tokenizer)}"

@@ -24,7 +24,7 @@ import workbench.models  # noqa: F401 - offline settings before transformers is 
 from workbench.config import ModelSpec
 from workbench.errors import WorkbenchError
 from workbench.models import chat_format
-from workbench.models.sources import ResolvedSource, resolve
+from workbench.models.sources import resolved
 from workbench.paths import copy_tree
 from workbench.project import Project
 from workbench.train.reward import HEAD_FILE, HEAD_INFO, reward_runs
@@ -69,7 +69,7 @@ def export_reward_model(spec: ModelSpec, adapter: Path, out: Path, dtype: str = 
 
     if out.exists():
         raise WorkbenchError(f"{out} already exists; choose a new folder.")
-    source = [item for item in resolve(spec) if isinstance(item, ResolvedSource)][-1]
+    source = resolved(spec)
     model = AutoModelForSequenceClassification.from_pretrained(
         source.folder, num_labels=1, dtype=getattr(torch, dtype), local_files_only=True,
         use_safetensors=not source.uses_pickle, trust_remote_code=source.trust_remote_code)
