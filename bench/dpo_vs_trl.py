@@ -18,7 +18,8 @@ In four steps, each trainer in a child process of its own so that no run's memor
 
 Settings shared by both: pairs per optimizer step (`--batch-size`), `--epochs` passes over the pairs (steps = pairs x
 epochs / batch size), LoRA r=16 alpha=32 on all linear layers, dropout off, learning rate 5e-5
-constant without warm-up, beta 0.1, the loss, max length 512, no gradient checkpointing, seed 0,
+constant without warm-up, beta 0.1, the loss, max length 512, no gradient checkpointing (TRL's
+DPOConfig turns it on by default; `--trl-checkpointing` gives TRL its default), seed 0,
 float32 on the CPU (bfloat16 on CUDA). Both take the reference as the base with the adapter
 switched off (TRL does so for a new PEFT adapter): TRL runs it for every pair at every step,
 ours once per pair before the first step (`reference_logps.json`), which is where the second
@@ -186,7 +187,8 @@ def print_report(plan: dict, ours: dict, trl: dict) -> None:
     mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
     rate = lambda r: r["pairs"] / r["loop_s"]  # noqa: E731
     print(f"\n{plan['model']} on {plan['device']}, {plan['pairs']} pairs x {plan['epochs']} epochs = {plan['steps']} steps "
-          f"of {plan['batch_size']} pairs (forward passes of {plan['ours_micro']} / {plan['trl_micro']} pairs), {plan['loss']} loss, threads {ours['threads']}/{trl['threads']}\n")
+          f"of {plan['batch_size']} pairs (forward passes of {plan['ours_micro']} / {plan['trl_micro']} pairs"
+          f"{', TRL with gradient checkpointing' if plan.get('trl_checkpointing') else ''}), {plan['loss']} loss, threads {ours['threads']}/{trl['threads']}\n")
     print(f"{'':28}{'ours':>14}{'TRL ' + TRL_VERSION:>14}{'ours/TRL':>10}")
     print(f"{'pairs/s':28}{rate(ours):>14.2f}{rate(trl):>14.2f}{rate(ours) / rate(trl):>9.2f}x")
     print(f"{'loop wall time (s)':28}{ours['loop_s']:>14.1f}{trl['loop_s']:>14.1f}")
@@ -210,6 +212,8 @@ def main() -> None:
     parser.add_argument("--ours-micro-batch", type=int, help="pairs per forward pass in ours (default: --batch-size)")
     parser.add_argument("--trl-micro-batch", type=int,
                         help="TRL's per_device_train_batch_size, the rest by gradient accumulation (default: --batch-size)")
+    parser.add_argument("--trl-checkpointing", action="store_true",
+                        help="TRL with gradient checkpointing, its DPOConfig default (ours stays without)")
     parser.add_argument("--loss", choices=("sigmoid", "ipo"), default="sigmoid")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, help="CPU threads for each trainer (default: torch's own)")
@@ -236,7 +240,8 @@ def main() -> None:
     print(f"Scratch folder: {scratch}")
     ensure_trl_venv()
     plan = {"scratch": str(scratch), "model": args.model, "device": args.device, "pairs": args.pairs,
-            "epochs": args.epochs, "batch_size": args.batch_size, "ours_micro": ours_micro, "trl_micro": trl_micro, "steps": args.pairs * args.epochs // args.batch_size,
+            "epochs": args.epochs, "batch_size": args.batch_size, "ours_micro": ours_micro, "trl_micro": trl_micro,
+            "trl_checkpointing": args.trl_checkpointing, "steps": args.pairs * args.epochs // args.batch_size,
             "loss": args.loss, "beta": 0.1, "learning_rate": 5e-5, "max_length": MAX_LENGTH, "trl_version": TRL_VERSION}
     plan_path = scratch / "plan.json"
     plan_path.write_text(json.dumps(plan, indent=2))

@@ -52,11 +52,28 @@ NEXT_STEP = re.compile(
     r"reply with|your order number|customer (service|support)|step \d|first,)", re.I)
 
 
-def support_rule(prompt: str, reply: str) -> float:
-    """The scripted teammate's preference (see the module docstring): higher is better."""
+RULE_PARTS = (("apology", 2.0), ("next step", 1.0), ("on topic", 0.5))
+
+
+def rule_parts(prompt: str, reply: str) -> tuple[bool, bool, bool]:
+    """Which of the rule's parts a reply has: (apologises, gives a next step, stays on topic)."""
     topic = {w for w in re.findall(r"[a-z]{5,}", prompt.lower())}
     on_topic = bool(topic & set(re.findall(r"[a-z]{5,}", reply.lower())))
-    return 2.0 * bool(APOLOGY.search(reply)) + 1.0 * bool(NEXT_STEP.search(reply)) + 0.5 * on_topic
+    return bool(APOLOGY.search(reply)), bool(NEXT_STEP.search(reply)), on_topic
+
+
+def support_rule(prompt: str, reply: str) -> float:
+    """The scripted teammate's preference (see the module docstring): higher is better."""
+    return sum(weight * has for (_, weight), has in zip(RULE_PARTS, rule_parts(prompt, reply)))
+
+
+def deciding_part(prompt: str, chosen: str, rejected: str) -> str:
+    """The heaviest part of the rule on which a pair's two replies differ: what a reward model
+    has to see to rank that pair as the teammate did."""
+    for (name, _), a, b in zip(RULE_PARTS, rule_parts(prompt, chosen), rule_parts(prompt, rejected)):
+        if a != b:
+            return name
+    return "none"
 
 
 def rank_pack(path: Path) -> tuple[int, int]:
@@ -107,13 +124,19 @@ def reward_figures(project_path: Path, run_id: int) -> dict:
 
     project = Project.open(project_path)
     try:
-        evaluation = evaluate_run(RunRecord(project, run_id).folder)
+        folder = RunRecord(project, run_id).folder
     finally:
         project.close()
+    evaluation = evaluate_run(folder)
     if evaluation is None:
         sys.exit("the reward model has no validation pairs")
+    by_part: dict[str, list[bool]] = {}
+    for pair in json.loads((folder / "evaluation.json").read_text(encoding="utf-8")):
+        part = deciding_part(pair["prompt"], pair["chosen"], pair["rejected"])
+        by_part.setdefault(part, []).append(pair["chosen_score"] > pair["rejected_score"])
     return {"pairs": evaluation.pairs, "accuracy": evaluation.accuracy, "ci": (evaluation.ci_low, evaluation.ci_high),
-            "length_correlation": evaluation.length_correlation}
+            "length_correlation": evaluation.length_correlation,
+            "by_part": {part: (len(right), sum(right) / len(right)) for part, right in by_part.items()}}
 
 
 def policy_figures(project_path: Path, run_id: int, answers: int) -> dict:
@@ -192,6 +215,8 @@ def main() -> None:
     print(f"\nreward model (run {rm_run}): held-out accuracy {reward['accuracy']:.1%} "
           f"(95% CI {low:.0%}-{high:.0%}) on {reward['pairs']} pairs; score-length correlation "
           f"{reward['length_correlation'] if reward['length_correlation'] is None else round(reward['length_correlation'], 2)}")
+    for part, (n, accuracy) in sorted(reward["by_part"].items(), key=lambda item: -item[1][0]):
+        print(f"  pairs decided by {part!r}: {n}, held-out accuracy {accuracy:.0%}")
     goals = {"reward-model accuracy >= 75%": reward["accuracy"] >= 0.75}
     if not args.skip_ppo:
         if "ppo" in stages or "rm" in stages:

@@ -44,7 +44,8 @@ def main(plan_path: str, result_path: str) -> None:
         gradient_accumulation_steps=plan["batch_size"] // plan["trl_micro"],
         max_steps=plan["steps"], learning_rate=plan["learning_rate"], lr_scheduler_type="constant", warmup_steps=0,
         beta=plan["beta"], loss_type=[plan["loss"]], max_length=plan["max_length"], logging_steps=1,
-        save_strategy="no", report_to="none", seed=0, bf16=cuda, use_cpu=not cuda, gradient_checkpointing=False,
+        save_strategy="no", report_to="none", seed=0, bf16=cuda, use_cpu=not cuda,
+        gradient_checkpointing=plan.get("trl_checkpointing", False),
         disable_dropout=True, dataloader_num_workers=0)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(plan["rows"]),
                          processing_class=tokenizer, callbacks=[Keep()],

@@ -17,7 +17,7 @@ from workbench.train.dpo_loss import PairLogprobs, preference_loss
 from workbench.train.reward_data import run_pairs
 from workbench.train.runs import RunControl, RunRecord, TrainingError, finished_adapters
 
-FAST = dict(learning_rate=2e-3, warmup_steps=0, batch_size=8, eval_every=5, checkpoint_every=5,
+FAST = dict(learning_rate=2e-3, warmup_steps=0, batch_size=8, grad_accum=1, eval_every=5, checkpoint_every=5,
             validation_fraction=0.25, schedule="constant")
 
 

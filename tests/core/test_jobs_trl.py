@@ -75,8 +75,8 @@ def test_sft_reward_and_rloo_jobs_train_in_trl_and_come_back(tmp_path, tiny_mode
 def test_a_dpo_policy_goes_out_as_a_trl_job_and_is_compared_with_the_original(tmp_path, tiny_model_dir, models,
                                                                               trl, capsys):
     project = synthetic_project(tmp_path / "p", tiny_model_dir, prompts=10)
-    config = DpoConfig(max_steps=3, batch_size=4, learning_rate=1e-3, warmup_steps=0, validation_fraction=0.3,
-                       max_new_tokens=8)
+    config = DpoConfig(max_steps=3, batch_size=4, grad_accum=1, learning_rate=1e-3, warmup_steps=0,
+                       validation_fraction=0.3, max_new_tokens=8)
     logs = list(train_dpo(project, models, config, RunControl()))
     assert logs[-1].status == "finished"
     project.set_meta("dpo_settings", config.to_dict())  # as the DPO page remembers what it started

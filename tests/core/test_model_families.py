@@ -213,8 +213,8 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
     row["export policy"] = "pass"
 
     # DPO two steps on the reward model's own pairs, then "Did it work?" on the prompt it held out.
-    dpo = list(train_dpo(project, models, DpoConfig(max_steps=2, batch_size=4, warmup_steps=0, max_new_tokens=6,
-                                                    validation_fraction=0.34)))
+    dpo = list(train_dpo(project, models, DpoConfig(max_steps=2, batch_size=4, grad_accum=1, warmup_steps=0,
+                                                    max_new_tokens=6, validation_fraction=0.34)))
     assert dpo[-1].status == "finished", dpo[-1].message
     *_, versus = compare_policy(project, models, dpo[-1].run_id, answers_per_prompt=1)
     assert versus.reference == "base" and versus.pairs

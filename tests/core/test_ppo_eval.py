@@ -116,7 +116,7 @@ def test_a_dpo_policy_against_its_reference_and_against_a_ppo_policy(tmp_path, t
 
     project = synthetic_project(tmp_path / "p", tiny_model_dir, prompts=12)
     dpo = list(train_dpo(project, models, DpoConfig(max_steps=2, validation_fraction=0.75, max_new_tokens=8,
-                                                    batch_size=4, warmup_steps=0)))[-1].run_id
+                                                    batch_size=4, grad_accum=1, warmup_steps=0)))[-1].run_id
     dpo_heldout = set(json.loads((RunRecord(project, dpo).folder / "heldout_prompts.json").read_text()))
     assert len(dpo_heldout) == 9
 

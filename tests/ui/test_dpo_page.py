@@ -33,7 +33,8 @@ def test_launch_watch_stop_reopen_resume_and_compare(window, tmp_path, tiny_mode
     assert before.startswith("<b>Estimated memory, at most:</b> about")
     form["batch_size"].setValue(32)
     assert page.memory.text() != before
-    for name, value in (("batch_size", 4), ("max_steps", 200), ("checkpoint_every", 2), ("eval_every", 2),
+    for name, value in (("batch_size", 4), ("grad_accum", 1), ("max_steps", 200), ("checkpoint_every", 2),
+                        ("eval_every", 2),
                         ("learning_rate", 2e-3), ("warmup_steps", 0), ("max_new_tokens", 6),
                         ("validation_fraction", 0.3)):
         form[name].setValue(value)
