@@ -52,7 +52,11 @@ NEXT_STEP = re.compile(
     r"reply with|your order number|customer (service|support)|step \d|first,)", re.I)
 
 
-RULE_PARTS = (("apology", 2.0), ("next step", 1.0), ("on topic", 0.5))
+PARTS = ("apology", "next step", "on topic")
+RULES = {  # --rule: each part's weight
+    "with-topic": (2.0, 1.0, 0.5),
+    "apology-next-step": (2.0, 1.0, 0.0),
+}
 
 
 def rule_parts(prompt: str, reply: str) -> tuple[bool, bool, bool]:
@@ -62,21 +66,21 @@ def rule_parts(prompt: str, reply: str) -> tuple[bool, bool, bool]:
     return bool(APOLOGY.search(reply)), bool(NEXT_STEP.search(reply)), on_topic
 
 
-def support_rule(prompt: str, reply: str) -> float:
+def support_rule(prompt: str, reply: str, weights: tuple[float, ...]) -> float:
     """The scripted teammate's preference (see the module docstring): higher is better."""
-    return sum(weight * has for (_, weight), has in zip(RULE_PARTS, rule_parts(prompt, reply)))
+    return sum(weight * has for weight, has in zip(weights, rule_parts(prompt, reply)))
 
 
-def deciding_part(prompt: str, chosen: str, rejected: str) -> str:
+def deciding_part(prompt: str, chosen: str, rejected: str, weights: tuple[float, ...]) -> str:
     """The heaviest part of the rule on which a pair's two replies differ: what a reward model
     has to see to rank that pair as the teammate did."""
-    for (name, _), a, b in zip(RULE_PARTS, rule_parts(prompt, chosen), rule_parts(prompt, rejected)):
-        if a != b:
+    for name, weight, a, b in zip(PARTS, weights, rule_parts(prompt, chosen), rule_parts(prompt, rejected)):
+        if weight and a != b:
             return name
     return "none"
 
 
-def rank_pack(path: Path) -> tuple[int, int]:
+def rank_pack(path: Path, weights: tuple[float, ...]) -> tuple[int, int]:
     """Add the teammate's ranking to every batch of an exported pack; (batches, tie groups)."""
     pack = json.loads(path.read_text(encoding="utf-8"))
     now, batches, ties = time.time(), 0, 0
@@ -85,7 +89,7 @@ def rank_pack(path: Path) -> tuple[int, int]:
         for batch in prompt["batches"]:
             scored = {}
             for response in batch["responses"]:
-                scored.setdefault(support_rule(text, response["text"]), []).append(response["uid"])
+                scored.setdefault(support_rule(text, response["text"], weights), []).append(response["uid"])
             groups = [scored[s] for s in sorted(scored, reverse=True)]
             ties += sum(len(g) > 1 for g in groups)
             batch["rankings"] = [{"annotator": TEAMMATE, "groups": groups,
@@ -118,7 +122,7 @@ def newest_run(project_path: Path, kind: str) -> int:
     return rows[0][0]
 
 
-def reward_figures(project_path: Path, run_id: int) -> dict:
+def reward_figures(project_path: Path, run_id: int, weights: tuple[float, ...]) -> dict:
     from workbench.train.reward_eval import evaluate_run
     from workbench.train.runs import RunRecord
 
@@ -132,14 +136,14 @@ def reward_figures(project_path: Path, run_id: int) -> dict:
         sys.exit("the reward model has no validation pairs")
     by_part: dict[str, list[bool]] = {}
     for pair in json.loads((folder / "evaluation.json").read_text(encoding="utf-8")):
-        part = deciding_part(pair["prompt"], pair["chosen"], pair["rejected"])
+        part = deciding_part(pair["prompt"], pair["chosen"], pair["rejected"], weights)
         by_part.setdefault(part, []).append(pair["chosen_score"] > pair["rejected_score"])
     return {"pairs": evaluation.pairs, "accuracy": evaluation.accuracy, "ci": (evaluation.ci_low, evaluation.ci_high),
             "length_correlation": evaluation.length_correlation,
             "by_part": {part: (len(right), sum(right) / len(right)) for part, right in by_part.items()}}
 
 
-def policy_figures(project_path: Path, run_id: int, answers: int) -> dict:
+def policy_figures(project_path: Path, run_id: int, answers: int, weights: tuple[float, ...]) -> dict:
     """The run's held-out comparison, scored by the rule."""
     from workbench.models.loading import ModelSession
     from workbench.train.ppo import PpoConfig
@@ -162,8 +166,8 @@ def policy_figures(project_path: Path, run_id: int, answers: int) -> dict:
         shape = curve(record)
     finally:
         project.close()
-    policy = [support_rule(p.prompt, p.policy) for p in comparison.pairs]
-    reference = [support_rule(p.prompt, p.reference) for p in comparison.pairs]
+    policy = [support_rule(p.prompt, p.policy, weights) for p in comparison.pairs]
+    reference = [support_rule(p.prompt, p.reference, weights) for p in comparison.pairs]
     wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy, reference))
     n = len(policy)
     return {"pairs": n, "prompts": len({p.prompt_id for p in comparison.pairs}),
@@ -183,9 +187,12 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=4, help="answers per held-out prompt and side")
     parser.add_argument("--set-rm", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-ppo", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--rule", choices=sorted(RULES), default="with-topic",
+                        help="the teammate's rule (see above); the same rule ranks and judges")
     parser.add_argument("--skip-ppo", action="store_true", help="stop after the reward model")
     args = parser.parse_args()
 
+    weights = RULES[args.rule]
     work = args.work or Path(tempfile.mkdtemp(prefix="efficacy-"))
     work.mkdir(parents=True, exist_ok=True)
     project_path, pack = work / "efficacy.rlhf", work / "to-rank.rlhfpack"
@@ -203,14 +210,14 @@ def main() -> None:
         workbench("generate", str(project_path), "--k", "4", "--set", "seed=1")
     if "rank" in stages:
         workbench("export", str(project_path), str(pack), "--kind", "pack")
-        batches, ties = rank_pack(pack)
+        batches, ties = rank_pack(pack, weights)
         print(f"  {TEAMMATE} ranked {batches} batches ({ties} tie groups)")
         workbench("import", str(project_path), str(pack), "--kind", "pack")
     if "rm" in stages:
         workbench("train", "rm", str(project_path), "--set", "validation_fraction=0.5", *sum(
             (["--set", s] for s in args.set_rm), []))
     rm_run = newest_run(project_path, "rm")
-    reward = reward_figures(project_path, rm_run)
+    reward = reward_figures(project_path, rm_run, weights)
     low, high = reward["ci"]
     print(f"\nreward model (run {rm_run}): held-out accuracy {reward['accuracy']:.1%} "
           f"(95% CI {low:.0%}-{high:.0%}) on {reward['pairs']} pairs; score-length correlation "
@@ -223,7 +230,7 @@ def main() -> None:
             workbench("train", "ppo", str(project_path), "--max-steps", str(args.ppo_steps),
                       "--set", "heldout_fraction=0.25", *sum((["--set", s] for s in args.set_ppo), []))
         ppo_run = newest_run(project_path, "ppo")
-        policy = policy_figures(project_path, ppo_run, args.answers)
+        policy = policy_figures(project_path, ppo_run, args.answers, weights)
         low, high = policy["ci"]
         print(f"policy (run {ppo_run}) vs reference on {policy['pairs']} answers to {policy['prompts']} held-out "
               f"prompts: rule score {policy['policy_rule']:.2f} vs {policy['reference_rule']:.2f}; win rate "

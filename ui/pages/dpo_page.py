@@ -122,7 +122,8 @@ class DpoPage(QWidget):
         e = evaluation
         self.verdict.setText(
             f"Run {run_id}: its implicit reward prefers the chosen reply in <b>{e.accuracy:.0%}</b> of {e.pairs} "
-            f"held-out pairs (95% CI {e.ci_low:.0%}–{e.ci_high:.0%}), the pairs a reward model is validated on. "
+            f"held-out pairs from {e.prompts} prompts (95% CI {e.ci_low:.0%}–{e.ci_high:.0%}), the pairs a reward "
+            "model is validated on. "
             "Whether its answers are better: <i>Did it work?</i>")
 
     @Slot()

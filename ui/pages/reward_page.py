@@ -93,7 +93,7 @@ class EvaluationView(QWidget):
         length = "" if e.length_correlation is None else f" · score vs length r = {e.length_correlation:+.2f}"
         self.summary.setText(
             f"Validation accuracy <b>{e.accuracy:.1%}</b> (95% CI {e.ci_low:.1%}–{e.ci_high:.1%}) on "
-            f"{e.pairs:,} pairs from prompts it never trained on · mean margin {e.mean_margin:+.3f}{length}"
+            f"{e.pairs:,} pairs from {e.prompts:,} prompts it never trained on · mean margin {e.mean_margin:+.3f}{length}"
             f"<br>{reward_verdict(e)}{warning}")
         everything = e.chosen_scores + e.rejected_scores
         edges = np.histogram_bin_edges(everything, bins=min(30, max(5, len(everything) // 3)))

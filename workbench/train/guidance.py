@@ -44,8 +44,9 @@ def reward_data_advice(project: Project, method: str = "reward model") -> str:
 def reward_verdict(evaluation: RewardEvaluation) -> str:
     """Can this reward model be trusted, in one sentence, from its held-out pairs."""
     if evaluation.ci_low <= 0.5:
-        return (f"Not yet better than chance: with {evaluation.pairs} held-out pairs the 95% interval reaches "
-                f"{evaluation.ci_low:.0%}. Too few ranked prompts, or rankings that disagree; rank more prompts "
+        return (f"Not yet better than chance: with {evaluation.pairs} held-out pairs from {evaluation.prompts} "
+                f"prompts the 95% interval reaches {evaluation.ci_low:.0%} (a prompt's pairs count together, as "
+                "they share its replies). Too few ranked prompts, or rankings that disagree; rank more prompts "
                 "before trusting or optimising it.")
     if evaluation.accuracy < GOOD_ENOUGH_ACCURACY:
         return (f"Better than chance but weak (under {GOOD_ENOUGH_ACCURACY:.0%}): PPO against it would learn its "
