@@ -6,7 +6,7 @@ On the demo model, through the same command line a user has:
 
 1. a new project with the 48 customer-support prompts of bench/data/support_prompts.json;
 2. `workbench generate` (4 answers per prompt, the Rank page's defaults);
-3. `workbench export --kind pack`, ranked by a scripted teammate (`support_rule` below), and
+3. `workbench export --kind pack`, ranked by a scripted teammate (`Rule` below), and
    `workbench import --kind pack`, exactly as a teammate's labels come back;
 4. `workbench train rm` with default settings except the split: half the prompts are held out,
    so the reward model learns from 24 ranked prompts and is measured on 24 others;
@@ -14,9 +14,10 @@ On the demo model, through the same command line a user has:
    PPO run's held-out prompts (4 answers each), and the rule scores both.
 
 The teammate's rule (fixed, documented, never shown to the models): a reply scores 2 if it
-apologises or acknowledges the trouble, plus 1 if it gives the customer a concrete next step,
-plus 0.5 if it stays on the customer's topic (shares a word of five or more letters with the
-prompt). Equal scores are ranked as ties, which give no pairs.
+apologises for or acknowledges the trouble (sorry, apologise, inconvenience, frustrating), plus 1
+if it offers or asks a concrete next step (please send/check/contact..., I will arrange...,
+your order number, customer service). Equal scores are ranked as ties, which give no pairs.
+`--rule broad-with-topic` is the looser rule of earlier runs, to compare (see RULES).
 
 Prints the reward model's held-out pairwise accuracy with its 95% interval, the rule's mean
 score of policy and reference answers, the policy's win rate under the rule (ties half), the
@@ -34,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,42 +47,53 @@ from workbench.project import Project  # noqa: E402
 
 PROMPTS = Path(__file__).parent / "data" / "support_prompts.json"
 TEAMMATE = "rule-teammate"
-APOLOGY = re.compile(r"\b(sorry|apolog\w*|unfortunate\w*|frustrat\w*|inconvenien\w*|understand)\b", re.I)
+# The rule's parts, as a person reading the reply would mean them: words that apologise for or
+# acknowledge the trouble, and a concrete action offered to or asked of the customer.
+APOLOGY = re.compile(r"\b(sorry|apologi[sz]e\w*|apolog(y|ies)|inconvenien\w*|frustrat\w*)\b", re.I)
 NEXT_STEP = re.compile(
-    r"\b(please (contact|reach|send|check|reply|provide|share|call|email|visit|let)|you can|you could|"
+    r"\b(please (contact|reach|send|check|reply|provide|share|call|email|visit|let)|"
     r"i('ll| will) (send|check|arrange|refund|look|contact|escalate|forward)|next step|contact (us|our)|"
-    r"reply with|your order number|customer (service|support)|step \d|first,)", re.I)
-
-
+    r"reply with|your order number|customer (service|support)|step \d)", re.I)
+# The rule of earlier runs (--rule broad-with-topic), kept to compare: its apology also matched
+# "understand" and "unfortunately" in any sense, its next step any "you can", and it added an
+# on-topic part (a shared word of five or more letters with the prompt).
+BROAD_APOLOGY = re.compile(r"\b(sorry|apolog\w*|unfortunate\w*|frustrat\w*|inconvenien\w*|understand)\b", re.I)
+BROAD_NEXT_STEP = re.compile(NEXT_STEP.pattern[:-1] + r"|you can|you could|first,)", re.I)
 PARTS = ("apology", "next step", "on topic")
-RULES = {  # --rule: each part's weight
-    "with-topic": (2.0, 1.0, 0.5),
-    "apology-next-step": (2.0, 1.0, 0.0),
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The scripted teammate: a reply's score is the sum of the weights of the parts it has."""
+
+    apology: re.Pattern
+    next_step: re.Pattern
+    weights: tuple[float, float, float]  # apology, next step, on topic
+
+    def parts(self, prompt: str, reply: str) -> tuple[bool, bool, bool]:
+        topic = set(re.findall(r"[a-z]{5,}", prompt.lower()))
+        on_topic = bool(topic & set(re.findall(r"[a-z]{5,}", reply.lower())))
+        return bool(self.apology.search(reply)), bool(self.next_step.search(reply)), on_topic
+
+    def score(self, prompt: str, reply: str) -> float:
+        return sum(weight * has for weight, has in zip(self.weights, self.parts(prompt, reply)))
+
+    def deciding_part(self, prompt: str, chosen: str, rejected: str) -> str:
+        """The heaviest part on which a pair's two replies differ: what a reward model has to
+        see to rank that pair as the teammate did."""
+        for name, weight, a, b in zip(PARTS, self.weights, self.parts(prompt, chosen), self.parts(prompt, rejected)):
+            if weight and a != b:
+                return name
+        return "none"
+
+
+RULES = {
+    "apology-next-step": Rule(APOLOGY, NEXT_STEP, (2.0, 1.0, 0.0)),
+    "broad-with-topic": Rule(BROAD_APOLOGY, BROAD_NEXT_STEP, (2.0, 1.0, 0.5)),
 }
 
 
-def rule_parts(prompt: str, reply: str) -> tuple[bool, bool, bool]:
-    """Which of the rule's parts a reply has: (apologises, gives a next step, stays on topic)."""
-    topic = {w for w in re.findall(r"[a-z]{5,}", prompt.lower())}
-    on_topic = bool(topic & set(re.findall(r"[a-z]{5,}", reply.lower())))
-    return bool(APOLOGY.search(reply)), bool(NEXT_STEP.search(reply)), on_topic
-
-
-def support_rule(prompt: str, reply: str, weights: tuple[float, ...]) -> float:
-    """The scripted teammate's preference (see the module docstring): higher is better."""
-    return sum(weight * has for weight, has in zip(weights, rule_parts(prompt, reply)))
-
-
-def deciding_part(prompt: str, chosen: str, rejected: str, weights: tuple[float, ...]) -> str:
-    """The heaviest part of the rule on which a pair's two replies differ: what a reward model
-    has to see to rank that pair as the teammate did."""
-    for name, weight, a, b in zip(PARTS, weights, rule_parts(prompt, chosen), rule_parts(prompt, rejected)):
-        if weight and a != b:
-            return name
-    return "none"
-
-
-def rank_pack(path: Path, weights: tuple[float, ...]) -> tuple[int, int]:
+def rank_pack(path: Path, rule: Rule) -> tuple[int, int]:
     """Add the teammate's ranking to every batch of an exported pack; (batches, tie groups)."""
     pack = json.loads(path.read_text(encoding="utf-8"))
     now, batches, ties = time.time(), 0, 0
@@ -89,7 +102,7 @@ def rank_pack(path: Path, weights: tuple[float, ...]) -> tuple[int, int]:
         for batch in prompt["batches"]:
             scored = {}
             for response in batch["responses"]:
-                scored.setdefault(support_rule(text, response["text"], weights), []).append(response["uid"])
+                scored.setdefault(rule.score(text, response["text"]), []).append(response["uid"])
             groups = [scored[s] for s in sorted(scored, reverse=True)]
             ties += sum(len(g) > 1 for g in groups)
             batch["rankings"] = [{"annotator": TEAMMATE, "groups": groups,
@@ -122,7 +135,7 @@ def newest_run(project_path: Path, kind: str) -> int:
     return rows[0][0]
 
 
-def reward_figures(project_path: Path, run_id: int, weights: tuple[float, ...]) -> dict:
+def reward_figures(project_path: Path, run_id: int, rule: Rule) -> dict:
     from workbench.train.reward_eval import evaluate_run
     from workbench.train.runs import RunRecord
 
@@ -136,14 +149,14 @@ def reward_figures(project_path: Path, run_id: int, weights: tuple[float, ...]) 
         sys.exit("the reward model has no validation pairs")
     by_part: dict[str, list[bool]] = {}
     for pair in json.loads((folder / "evaluation.json").read_text(encoding="utf-8")):
-        part = deciding_part(pair["prompt"], pair["chosen"], pair["rejected"], weights)
+        part = rule.deciding_part(pair["prompt"], pair["chosen"], pair["rejected"])
         by_part.setdefault(part, []).append(pair["chosen_score"] > pair["rejected_score"])
     return {"pairs": evaluation.pairs, "accuracy": evaluation.accuracy, "ci": (evaluation.ci_low, evaluation.ci_high),
             "length_correlation": evaluation.length_correlation,
             "by_part": {part: (len(right), sum(right) / len(right)) for part, right in by_part.items()}}
 
 
-def policy_figures(project_path: Path, run_id: int, answers: int, weights: tuple[float, ...]) -> dict:
+def policy_figures(project_path: Path, run_id: int, answers: int, rule: Rule) -> dict:
     """The run's held-out comparison, scored by the rule."""
     from workbench.models.loading import ModelSession
     from workbench.train.ppo import PpoConfig
@@ -166,8 +179,8 @@ def policy_figures(project_path: Path, run_id: int, answers: int, weights: tuple
         shape = curve(record)
     finally:
         project.close()
-    policy = [support_rule(p.prompt, p.policy, weights) for p in comparison.pairs]
-    reference = [support_rule(p.prompt, p.reference, weights) for p in comparison.pairs]
+    policy = [rule.score(p.prompt, p.policy) for p in comparison.pairs]
+    reference = [rule.score(p.prompt, p.reference) for p in comparison.pairs]
     wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy, reference))
     n = len(policy)
     return {"pairs": n, "prompts": len({p.prompt_id for p in comparison.pairs}),
@@ -187,12 +200,12 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=4, help="answers per held-out prompt and side")
     parser.add_argument("--set-rm", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-ppo", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--rule", choices=sorted(RULES), default="with-topic",
+    parser.add_argument("--rule", choices=list(RULES), default="apology-next-step",
                         help="the teammate's rule (see above); the same rule ranks and judges")
     parser.add_argument("--skip-ppo", action="store_true", help="stop after the reward model")
     args = parser.parse_args()
 
-    weights = RULES[args.rule]
+    rule = RULES[args.rule]
     work = args.work or Path(tempfile.mkdtemp(prefix="efficacy-"))
     work.mkdir(parents=True, exist_ok=True)
     project_path, pack = work / "efficacy.rlhf", work / "to-rank.rlhfpack"
@@ -210,14 +223,14 @@ def main() -> None:
         workbench("generate", str(project_path), "--k", "4", "--set", "seed=1")
     if "rank" in stages:
         workbench("export", str(project_path), str(pack), "--kind", "pack")
-        batches, ties = rank_pack(pack, weights)
+        batches, ties = rank_pack(pack, rule)
         print(f"  {TEAMMATE} ranked {batches} batches ({ties} tie groups)")
         workbench("import", str(project_path), str(pack), "--kind", "pack")
     if "rm" in stages:
         workbench("train", "rm", str(project_path), "--set", "validation_fraction=0.5", *sum(
             (["--set", s] for s in args.set_rm), []))
     rm_run = newest_run(project_path, "rm")
-    reward = reward_figures(project_path, rm_run, weights)
+    reward = reward_figures(project_path, rm_run, rule)
     low, high = reward["ci"]
     print(f"\nreward model (run {rm_run}): held-out accuracy {reward['accuracy']:.1%} "
           f"(95% CI {low:.0%}-{high:.0%}) on {reward['pairs']} pairs; score-length correlation "
@@ -230,7 +243,7 @@ def main() -> None:
             workbench("train", "ppo", str(project_path), "--max-steps", str(args.ppo_steps),
                       "--set", "heldout_fraction=0.25", *sum((["--set", s] for s in args.set_ppo), []))
         ppo_run = newest_run(project_path, "ppo")
-        policy = policy_figures(project_path, ppo_run, args.answers, weights)
+        policy = policy_figures(project_path, ppo_run, args.answers, rule)
         low, high = policy["ci"]
         print(f"policy (run {ppo_run}) vs reference on {policy['pairs']} answers to {policy['prompts']} held-out "
               f"prompts: rule score {policy['policy_rule']:.2f} vs {policy['reference_rule']:.2f}; win rate "
