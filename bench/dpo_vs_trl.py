@@ -23,9 +23,10 @@ DPOConfig turns it on by default; `--trl-checkpointing` gives TRL its default), 
 float32 on the CPU (bfloat16 on CUDA). Both take the reference as the base with the adapter
 switched off (TRL does so for a new PEFT adapter): TRL runs it for every pair at every step,
 ours once per pair before the first step (`reference_logps.json`), which is where the second
-epoch gains. Both pass a whole step's pairs at once by default (ours: DpoConfig batch_size,
-TRL: per_device_train_batch_size); `--ours-micro-batch 1` and `--trl-micro-batch 1` pass one
-pair at a time with gradient accumulation, which holds fewer activations.
+epoch gains. Each passes pairs as it does by default: ours one pair per pass with gradient
+accumulation (DpoConfig batch_size 1), TRL a whole step's pairs at once
+(per_device_train_batch_size); `--ours-micro-batch N` and `--trl-micro-batch N` change that
+(fewer pairs per pass hold fewer activations).
 
 Measured per process: pairs/s, the pairs trained on divided by the loop's wall time; ours from
 the first StepLog after setup (the reference pass is counted in) to the last step, TRL's
@@ -209,7 +210,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=48, help="prompts, one ranked pair each")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per step")
-    parser.add_argument("--ours-micro-batch", type=int, help="pairs per forward pass in ours (default: --batch-size)")
+    parser.add_argument("--ours-micro-batch", type=int, default=1,
+                        help="pairs per forward pass in ours (default: 1, as DpoConfig)")
     parser.add_argument("--trl-micro-batch", type=int,
                         help="TRL's per_device_train_batch_size, the rest by gradient accumulation (default: --batch-size)")
     parser.add_argument("--trl-checkpointing", action="store_true",
@@ -231,7 +233,7 @@ def main() -> None:
         os.environ["TRL_PYTHON"] = args.trl_python
     if args.pairs * args.epochs % args.batch_size:
         parser.error("--pairs x --epochs must be a multiple of --batch-size")
-    ours_micro = args.ours_micro_batch or args.batch_size
+    ours_micro = args.ours_micro_batch
     trl_micro = args.trl_micro_batch or args.batch_size
     if args.batch_size % ours_micro or args.batch_size % trl_micro:
         parser.error("--batch-size must be a multiple of each micro-batch")

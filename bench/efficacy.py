@@ -136,19 +136,19 @@ def newest_run(project_path: Path, kind: str) -> int:
 
 
 def reward_figures(project_path: Path, run_id: int, rule: Rule) -> dict:
-    from workbench.train.reward_eval import evaluate_run
+    from workbench.train.reward_eval import evaluate
     from workbench.train.runs import RunRecord
 
     project = Project.open(project_path)
     try:
-        folder = RunRecord(project, run_id).folder
+        scored = json.loads((RunRecord(project, run_id).folder / "evaluation.json").read_text(encoding="utf-8"))
     finally:
         project.close()
-    evaluation = evaluate_run(folder)
+    evaluation = evaluate(scored)
     if evaluation is None:
         sys.exit("the reward model has no validation pairs")
     by_part: dict[str, list[bool]] = {}
-    for pair in json.loads((folder / "evaluation.json").read_text(encoding="utf-8")):
+    for pair in scored:
         part = rule.deciding_part(pair["prompt"], pair["chosen"], pair["rejected"])
         by_part.setdefault(part, []).append(pair["chosen_score"] > pair["rejected_score"])
     return {"pairs": evaluation.pairs, "accuracy": evaluation.accuracy, "ci": (evaluation.ci_low, evaluation.ci_high),
