@@ -57,3 +57,11 @@ def test_with_many_prompts_that_each_split_evenly_wilson_is_the_wider_interval()
     result = evaluate(scored)
     assert (result.ci_low, result.ci_high) == pytest.approx(wilson_interval(40, 80))
     assert result.prompts == 40
+
+
+def test_an_evaluation_without_prompt_ids_groups_by_batch():
+    # evaluation.json comes from a project's artifacts; one written without prompt ids still
+    # evaluates, each batch (one prompt's answers) counting as a prompt.
+    scored = [{k: v for k, v in pair("ana", 1.0, 0.0, batch=b).items() if k != "prompt_id"} for b in "abc"]
+    result = evaluate(scored)
+    assert result.accuracy == 1.0 and result.prompts == 3

@@ -61,13 +61,19 @@ def prompt_bootstrap_interval(right_and_total: list[tuple[int, int]], seed: int 
     return rates[int(0.025 * len(rates))], rates[min(len(rates) - 1, int(0.975 * len(rates)))]
 
 
+def prompt_of(pair: dict):
+    """The held-out prompt a scored pair comes from; its batch (one prompt's answers) in an
+    evaluation.json written without prompt ids."""
+    return pair.get("prompt_id", pair["batch"])
+
+
 def accuracy_interval(scored: list[dict]) -> tuple[float, float]:
     """The wider of Wilson's interval over pairs and the prompt-resampling one: honest both with
     many pairs from few prompts and with few pairs."""
     by_prompt: dict = {}
     for s in scored:
-        right, total = by_prompt.get(s["prompt_id"], (0, 0))
-        by_prompt[s["prompt_id"]] = (right + (s["chosen_score"] > s["rejected_score"]), total + 1)
+        right, total = by_prompt.get(prompt_of(s), (0, 0))
+        by_prompt[prompt_of(s)] = (right + (s["chosen_score"] > s["rejected_score"]), total + 1)
     low, high = wilson_interval(sum(r for r, _ in by_prompt.values()), len(scored))
     boot_low, boot_high = prompt_bootstrap_interval(list(by_prompt.values()))
     return min(low, boot_low), max(high, boot_high)
@@ -100,7 +106,7 @@ def evaluate(scored: list[dict], worst: int = 50) -> RewardEvaluation | None:
     return RewardEvaluation(
         pairs=len(scored), accuracy=right / len(scored), ci_low=low, ci_high=high,
         mean_margin=sum(s["chosen_score"] - s["rejected_score"] for s in scored) / len(scored),
-        prompts=len({s["prompt_id"] for s in scored}),
+        prompts=len({prompt_of(s) for s in scored}),
         per_annotator=per_annotator,
         chosen_scores=[s["chosen_score"] for s in scored], rejected_scores=[s["rejected_score"] for s in scored],
         length_correlation=pearson([float(n) for n in lengths], list(responses.values())),
