@@ -10,11 +10,17 @@ answers first); PPO then runs on it from the PPO page, and its curves are printe
 A 10 ms QTimer heartbeat runs in the GUI thread; each tick's lateness (how much later than
 10 ms after the previous one it fired) is what a user feels as a frozen window. Prints p50,
 p99 and max lateness per phase. Offscreen, so it runs on a headless machine.
+
+--trace-stalls FILE: at every tick the heartbeat arms faulthandler's watchdog, a C thread that
+needs no GIL; when the next tick is more than --trace-after-ms late, it writes every thread's
+Python stack to FILE at that moment (once per stall), after a line naming the phase. What the
+GUI thread was doing then, and what the thread holding the GIL was doing, is the cause.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import statistics
 import tempfile
@@ -40,7 +46,8 @@ INTERVAL_MS = 10
 
 
 class Heartbeat:
-    def __init__(self) -> None:
+    def __init__(self, trace=None, trace_after_ms: float = 40.0) -> None:
+        self.trace, self.trace_after_s = trace, (INTERVAL_MS + trace_after_ms) / 1000
         self.lateness_ms: list[float] = []
         self.stalls: list[tuple[float, float]] = []  # (when, ms) of ticks later than 30 ms
         self.phase_stalls: list[tuple[float, float]] = []
@@ -58,6 +65,14 @@ class Heartbeat:
         if late > 30:
             self.stalls.append((now, late))
         self._last = now
+        if self.trace is not None:  # re-armed each tick: it fires only if the next tick is late
+            faulthandler.dump_traceback_later(self.trace_after_s, file=self.trace)
+
+    def phase(self, name: str) -> None:
+        """Name the phase in the stall trace, so its stacks can be told apart."""
+        if self.trace is not None:
+            self.trace.write(f"\n==== phase: {name} ====\n")
+            self.trace.flush()
 
     def note(self, event: str) -> None:
         self.events.append((time.perf_counter(), event))
@@ -89,6 +104,8 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=20, help="SFT steps to time (0 skips SFT)")
     parser.add_argument("--rm-steps", type=int, default=6, help="reward-model steps (0 skips RM and PPO)")
     parser.add_argument("--ppo-steps", type=int, default=10, help="PPO steps to time (0 skips PPO)")
+    parser.add_argument("--trace-stalls", type=Path, help="write every thread's stack at each stall here")
+    parser.add_argument("--trace-after-ms", type=float, default=40.0, help="how late a tick is a traced stall")
     args = parser.parse_args()
     application()
     session = WorkbenchSession(remember_projects=False)
@@ -99,13 +116,15 @@ def main() -> None:
     session.open_project(scratch / "demo.rlhf")
     window = MainWindow(session)
     window.show()
-    beat = Heartbeat()
+    trace = args.trace_stalls.open("w", encoding="utf-8") if args.trace_stalls else None
+    beat = Heartbeat(trace, args.trace_after_ms)
     window.runs.step.connect(lambda log: beat.note(f"step {log.step} report" + (" (finished)" if log.status ==
                                                                                 "finished" else "")))
     window.runs.ended.connect(lambda *_: beat.note("run ended"))
     wait_until(lambda: False, 1.0)
     report("idle", beat.take())
 
+    beat.phase("loading the demo model")
     session.load_model(ModelSpec(kind="demo"))
     wait_until(lambda: not session.loading, 600)
     report("loading the demo model", beat.take())
@@ -114,6 +133,7 @@ def main() -> None:
     box.prompt.setPlainText("My order hasn't arrived. What should I do?")
     box.max_tokens.setValue(96)
     box.seed.setValue(0)
+    beat.phase("Try-it streaming")
     box.generate()
     wait_until(lambda: not box.generating, 600)
     report("Try-it streaming 96 tokens", beat.take())
@@ -127,6 +147,7 @@ def main() -> None:
         wait_until(lambda: False, 1.0)  # the page's first paint is a page switch, not training
         report("showing the SFT training page", beat.take())
         started = time.perf_counter()
+        beat.phase("SFT")
         window.sft_training_page.start()
         wait_until(lambda: window.runs.run_id is not None, 60)
         wait_until(lambda: not window.runs.running, 3600)
@@ -160,6 +181,7 @@ def main() -> None:
         for key in ("objective/score", "objective/kl", "time/generate_s", "time/logprobs_s", "time/score_s", "time/train_s"):
             steps, values = metrics.get(key, ([], []))
             print(f"  {key:16}", "  ".join(f"{s}:{v:.2f}" for s, v in zip(steps, values)))
+    faulthandler.cancel_dump_traceback_later()
     session.shutdown()
 
 
@@ -167,6 +189,7 @@ def run_phase(window, start, name: str, beat: Heartbeat) -> RunRecord:
     """Start a run from its page, wait for its end, report the heartbeat and the run's time."""
     started = time.perf_counter()
     beat.note("start pressed")
+    beat.phase(name)
     start()
     wait_until(lambda: window.runs.run_id is not None, 60)
     wait_until(lambda: not window.runs.running, 3600)
