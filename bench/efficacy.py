@@ -1,6 +1,6 @@
 """Does the loop work? The whole RLHF loop, headless, judged by a rule it never sees.
 
-    .venv/bin/python bench/efficacy.py [--work DIR] [--ppo-steps 16] [--from rank|rm|ppo] [--set-rm K=V] [--set-ppo K=V]
+    .venv/bin/python bench/efficacy.py [--work DIR] [--ppo-steps 8] [--from rank|rm|ppo] [--set-rm K=V] [--set-ppo K=V]
 
 On the demo model, through the same command line a user has:
 
@@ -10,8 +10,9 @@ On the demo model, through the same command line a user has:
    `workbench import --kind pack`, exactly as a teammate's labels come back;
 4. `workbench train rm` with default settings except the split: half the prompts are held out,
    so the reward model learns from 24 ranked prompts and is measured on 24 others;
-5. `workbench train ppo` for --ppo-steps steps, then the policy and its reference answer the
-   PPO run's held-out prompts (4 answers each), and the rule scores both.
+5. `workbench train ppo` for --ppo-steps steps with PPO_SETTINGS (below: RLOO, 16 answers a
+   step, 64 new tokens; everything else is the default), then the policy and its reference
+   answer the PPO run's held-out prompts (4 answers each), and the rule scores both.
 
 The teammate's rule (fixed, documented, never shown to the models): a reply scores 2 if it
 apologises for or acknowledges the trouble (sorry, apologise, inconvenience, frustrating), plus 1
@@ -60,6 +61,19 @@ NEXT_STEP = re.compile(
 BROAD_APOLOGY = re.compile(r"\b(sorry|apolog\w*|unfortunate\w*|frustrat\w*|inconvenien\w*|understand)\b", re.I)
 BROAD_NEXT_STEP = re.compile(NEXT_STEP.pattern[:-1] + r"|you can|you could|first,)", re.I)
 PARTS = ("apology", "next step", "on topic")
+# The online run's settings, where they differ from the defaults (--set-ppo overrides them),
+# for 8 steps (--ppo-steps). Measured on the same reward model (runs of 2026-12-07):
+# - RLOO, four answers to each of four prompts a step: the leave-one-out baseline compares
+#   answers to the same prompt, so a step tells an apology from its absence under equal
+#   conditions, with no value head to learn first from a few hundred samples;
+# - 64 new tokens: the apology and the next step come in the first sentences, and a step costs
+#   about a third of one with 160; no missing-EOS penalty then, since most answers are cut short
+#   and the penalty rewards stopping early (GAE at 64 tokens with it: 64- against 245-character
+#   answers, win rate 48%);
+# - learning rate 2e-4 and a KL coefficient of 0.2 for 8 steps: win rate 82% at KL 5.5. The same
+#   for 24 steps: 93% at KL 10.5 (over the target of 6); with 3e-4 and 0.05: 88% at KL 21.9.
+PPO_SETTINGS = ("advantage=rloo", "group_size=4", "batch_size=16", "max_new_tokens=64", "missing_eos_penalty=0",
+                "learning_rate=2e-4", "kl_coef=0.2")
 
 
 @dataclass(frozen=True)
@@ -196,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="keep the project here (default: a temporary folder)")
     parser.add_argument("--from", dest="start", choices=["generate", "rank", "rm", "ppo"], default="generate")
-    parser.add_argument("--ppo-steps", type=int, default=16)
+    parser.add_argument("--ppo-steps", type=int, default=8)
     parser.add_argument("--answers", type=int, default=4, help="answers per held-out prompt and side")
     parser.add_argument("--set-rm", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--set-ppo", action="append", default=[], metavar="KEY=VALUE")
@@ -241,7 +255,8 @@ def main() -> None:
     if not args.skip_ppo:
         if "ppo" in stages or "rm" in stages:
             workbench("train", "ppo", str(project_path), "--max-steps", str(args.ppo_steps),
-                      "--set", "heldout_fraction=0.25", *sum((["--set", s] for s in args.set_ppo), []))
+                      "--set", "heldout_fraction=0.25",
+                      *sum((["--set", s] for s in (*PPO_SETTINGS, *args.set_ppo)), []))
         ppo_run = newest_run(project_path, "ppo")
         policy = policy_figures(project_path, ppo_run, args.answers, rule)
         low, high = policy["ci"]

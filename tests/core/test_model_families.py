@@ -131,7 +131,7 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
     assert rm[-1].status == "finished", rm[-1].message
     row["rm"] = "pass"
 
-    # PPO two steps from the SFT adapter: rollouts sample the whole distribution at temperature 1.
+    # PPO two steps from the SFT adapter: rollouts sample the whole distribution at PPO's temperature.
     before = len(calls)
     ppo = list(train_ppo(project, models, PpoConfig(
         max_steps=2, init_adapter="sft-run-1", batch_size=4, micro_batch_size=2, max_new_tokens=6,
@@ -139,7 +139,7 @@ def test_the_whole_loop_on_each_family(family, quantization, tmp_path, monkeypat
     assert ppo[-1].status == "finished", ppo[-1].message
     ppo_calls = calls[before:]
     for call in ppo_calls:
-        assert_nothing_inherited(call["config"], 1.0, 0, 1.0, 1.0)
+        assert_nothing_inherited(call["config"], PpoConfig().temperature, 0, 1.0, 1.0)
     row["ppo"] = "pass"
 
     *_, comparison = compare_policy(project, models, ppo[-1].run_id, answers_per_prompt=1)

@@ -83,7 +83,7 @@ def test_no_generation_inherits_the_models_sampling_defaults(tmp_path, quirky_ll
     rank, try_it, ppo = merged_configs
     assert (rank.temperature, rank.top_p, rank.top_k, rank.repetition_penalty) == (0.8, 0.95, 50, 1.1)
     assert (try_it.temperature, try_it.top_p, try_it.top_k, try_it.repetition_penalty) == (0.7, 0.9, 50, 1.1)
-    assert (ppo.temperature, ppo.top_p, ppo.top_k or 0, ppo.repetition_penalty) == (1.0, 1.0, 0, 1.0)
+    assert (ppo.temperature, ppo.top_p, ppo.top_k or 0, ppo.repetition_penalty) == (0.7, 1.0, 0, 1.0)
     for config in merged_configs:
         assert config.min_p is None and config.no_repeat_ngram_size == 0 and config.typical_p == 1.0
 
